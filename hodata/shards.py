@@ -1,0 +1,441 @@
+"""Write ``hodata/1`` samples from any source into WebDataset tar shards, resumably.
+
+Shards are ``<out>/<source>-<split>-NNNNNN.tar``, cut at ``max_samples`` samples or ``max_bytes`` bytes.
+Each is written as ``<name>.tmp`` and renamed when complete; its sha256 and the range of frames it covers
+go into the manifest right away. A rerun of the same command keeps the complete shards whose sha256 still
+matches, skips their frames without reading them, and rebuilds the rest. Tar members carry a fixed mtime,
+so a resumed build is byte-identical to an uninterrupted one.
+
+Frames are decoded and their masks derived in worker processes (``workers``); results come back in
+frame order through a bounded window, so output is deterministic and memory stays flat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import multiprocessing as mp
+import os
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+import webdataset as wds
+
+from hodata import __version__
+from hodata.errors import BadFrame, DataError
+from hodata.manifest import Manifest, git_commit, options_fingerprint, utc_now
+from hodata.schema import SCHEMA, Sample, check_seg, class_pixel_counts, dumps_meta, encode_seg, key_part
+from hodata.sources import FrameRef, Source
+
+TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
+DEFAULT_MAX_SAMPLES = 1000
+DEFAULT_MAX_BYTES = 512 * 1024**2
+
+
+@dataclass
+class BuildConfig:
+    out: Path
+    max_samples: int = DEFAULT_MAX_SAMPLES
+    max_bytes: int = DEFAULT_MAX_BYTES
+    max_side: int | None = None
+    workers: int = 0
+    overwrite: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+    progress: bool = True
+    limit: int | None = None  # build only the first N frames per split (smoke tests, previews)
+
+
+class BuildInterrupted(RuntimeError):
+    """Raised by the test hook ``stop_after`` to simulate a build killed midway."""
+
+
+def shard_name(source: str, split: str, index: int) -> str:
+    return f"{key_part(source)}-{key_part(split)}-{index:06d}.tar"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------------------- encoding
+
+
+def resize_sample(s: Sample, max_side: int) -> Sample:
+    """Shrink so the longer side is ``max_side`` (image: area filter, re-encoded; mask: nearest; K scaled)."""
+    scale = max_side / max(s.width, s.height)
+    if scale >= 1.0:
+        return s
+    from hodata.schema import decode_image
+
+    w, h = max(1, round(s.width * scale)), max(1, round(s.height * scale))
+    img = cv2.resize(decode_image(s.image), (w, h), interpolation=cv2.INTER_AREA)
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    if s.image_ext == "png":
+        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    else:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    if not ok:
+        raise BadFrame("could not re-encode resized image")
+    seg = cv2.resize(s.seg, (w, h), interpolation=cv2.INTER_NEAREST)
+    camera = s.camera
+    if camera and camera.get("K") is not None:
+        sx, sy = w / s.width, h / s.height
+        K = np.asarray(camera["K"], dtype=np.float64).copy()
+        # pixel centres at integers: x' = (x + 0.5) * s - 0.5
+        K[0, 0] *= sx
+        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
+        K[1, 1] *= sy
+        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
+        camera = dict(camera, K=K.tolist())
+    s.extra = dict(s.extra, resized_from=[s.width, s.height])
+    s.image, s.seg, s.width, s.height, s.camera = buf.tobytes(), seg, w, h, camera
+    return s
+
+
+@dataclass
+class Encoded:
+    """A sample ready for the tar writer (made in a worker), or a skip record."""
+
+    index: int
+    key: str | None = None
+    members: dict[str, bytes] | None = None
+    nbytes: int = 0
+    class_pixels: dict[str, int] | None = None
+    size: tuple[int, int] | None = None
+    quality: dict[str, float] | None = None  # e.g. provided-vs-rendered mask IoU, summarised in the manifest
+    skipped: dict[str, Any] | None = None
+
+
+def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None) -> Encoded:
+    """Load, check and encode one frame; any data error becomes a skip record naming the reason."""
+    try:
+        s = source.load(ref)
+        if max_side:
+            s = resize_sample(s, max_side)
+        check_seg(s.seg, s.width, s.height)
+        if s.image_ext not in ("jpg", "png"):
+            raise BadFrame(f"unsupported image type {s.image_ext!r}")
+        members = {"__key__": s.key, s.image_ext: s.image, "seg.png": encode_seg(s.seg), "json": dumps_meta(s.meta())}
+    except (BadFrame, DataError, ValueError, OSError) as e:
+        return Encoded(index, skipped=_skip_record(ref, index, e))
+    # bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512
+    nbytes = sum(512 + -(-len(v) // 512) * 512 for k, v in members.items() if k != "__key__")
+    quality = {k: float(v) for k, v in (s.extra.get("mask_agreement") or {}).items() if v is not None}
+    return Encoded(index, s.key, members, nbytes, class_pixel_counts(s.seg), (s.width, s.height), quality or None)
+
+
+def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
+    rec = {"split": ref.split, "sequence": ref.sequence, "frame": ref.frame, "index": index,
+           "reason": str(e), "error": type(e).__name__}
+    if isinstance(e, DataError) and e.path:
+        rec["file"] = e.path
+    return rec
+
+
+# --------------------------------------------------------------------------------------- ordered workers
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(source: Source, max_side: int | None) -> None:
+    _WORKER["source"], _WORKER["max_side"] = source, max_side
+
+
+def _work(item: tuple[int, FrameRef]) -> Encoded:
+    return encode_frame(_WORKER["source"], item[0], item[1], _WORKER["max_side"])
+
+
+def encode_ordered(source: Source, items: Iterable[tuple[int, FrameRef]], workers: int,
+                   max_side: int | None) -> Iterator[Encoded]:
+    """Encode frames in order; with workers, a bounded window of tasks keeps memory flat."""
+    if workers <= 0:
+        for i, ref in items:
+            yield encode_frame(source, i, ref, max_side)
+        return
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    with mp.get_context(method).Pool(workers, _init_worker, (source, max_side)) as pool:
+        window: deque = deque()
+        for item in items:
+            window.append(pool.apply_async(_work, (item,)))
+            if len(window) >= 4 * workers:
+                yield window.popleft().get()
+        while window:
+            yield window.popleft().get()
+
+
+# ------------------------------------------------------------------------------------------ shard writer
+
+
+class _HashingFile(io.RawIOBase):
+    """A write-only file that hashes and counts what passes through it."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.count = f, hashlib.sha256(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sha.update(b)
+        self.count += len(b)
+        return self.f.write(b)
+
+
+class ShardWriter:
+    """Writes one shard to ``<name>.tmp``; ``finish`` fsyncs and renames it into place."""
+
+    def __init__(self, out: Path, name: str):
+        self.path, self.tmp = out / name, out / (name + ".tmp")
+        self._file = open(self.tmp, "wb")
+        self._hash = _HashingFile(self._file)
+        self._tar = wds.TarWriter(self._hash, encoder=False, mtime=TAR_MTIME)
+        self.samples, self.payload = 0, 0
+        self.class_pixels: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
+        self.quality: dict[str, list[float]] = {}
+
+    def write(self, enc: Encoded) -> None:
+        self._tar.write(enc.members)
+        self.samples += 1
+        self.payload += enc.nbytes
+        for k, v in (enc.class_pixels or {}).items():
+            self.class_pixels[k] = self.class_pixels.get(k, 0) + v
+        size = f"{enc.size[0]}x{enc.size[1]}"
+        self.sizes[size] = self.sizes.get(size, 0) + 1
+        for k, v in (enc.quality or {}).items():
+            self.quality.setdefault(k, []).append(round(v, 5))
+
+    def finish(self) -> dict[str, Any]:
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        os.replace(self.tmp, self.path)
+        info = {"name": self.path.name, "sha256": self._hash.sha.hexdigest(), "bytes": self._hash.count,
+                "samples": self.samples, "class_pixels": self.class_pixels, "image_sizes": self.sizes}
+        if self.quality:
+            info["quality"] = self.quality
+        return info
+
+    def abort(self) -> None:
+        try:
+            self._tar.close()
+        except Exception:  # noqa: BLE001 - best effort: the temp file is removed anyway
+            pass
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------- build
+
+
+def _group_by_split(refs: list[FrameRef]) -> dict[str, list[FrameRef]]:
+    by_split: dict[str, list[FrameRef]] = {}
+    for r in refs:
+        by_split.setdefault(r.split, []).append(r)
+    return by_split
+
+
+def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
+          on_shard: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    """Build (or resume) ``source`` into ``cfg.out``; return the manifest record of this source.
+
+    ``stop_after`` (tests) raises BuildInterrupted once that many samples were written in this run,
+    leaving the half-written shard's temp file behind as a killed process would.
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    refs = source.frames()
+    if not refs:
+        raise DataError(f"no frames found for source {source.name}", source.root)
+    by_split = _group_by_split(refs)
+    if cfg.limit:
+        by_split = {k: v[: cfg.limit] for k, v in by_split.items()}
+    options = {"max_samples": cfg.max_samples, "max_bytes": cfg.max_bytes, "max_side": cfg.max_side,
+               "limit": cfg.limit, **source.build_options()}
+    fingerprint = options_fingerprint({"schema": SCHEMA, "version": __version__, "source": source.name,
+                                       "root": str(Path(source.root).resolve()), "options": options,
+                                       "frames": {k: len(v) for k, v in by_split.items()}})
+    manifest = Manifest(out)
+    previous = manifest.read().get("builds", {}).get(source.name)
+    if previous and previous.get("fingerprint") != fingerprint:
+        if not cfg.overwrite:
+            raise DataError(f"{out} already holds a {source.name} build made with other options or data; "
+                            "pass --overwrite to replace it, or choose another --out", out / "manifest.json")
+        _remove_shards(out, previous)
+        previous = None
+    for stale in out.glob(f"{key_part(source.name)}-*.tar.tmp"):
+        stale.unlink()  # a killed build's half shard: never taken for complete
+
+    record = {
+        "status": "in_progress",
+        "fingerprint": fingerprint,
+        "command": cfg.command,
+        "options": options | {"workers": cfg.workers},
+        "hodata_version": __version__,
+        "git_commit": git_commit(),
+        "schema": SCHEMA,
+        "source": {"name": source.name, "root": str(Path(source.root).resolve())} | source.describe(),
+        "started": (previous or {}).get("started") or utc_now(),
+        "runs": (previous or {}).get("runs", 0) + 1,
+        "shards": [],
+        "skipped": [],
+        "splits": {},
+    }
+    kept_shards, kept_skips = _verified_prefix(out, previous)
+    written = 0
+    t0 = time.time()
+    progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress, source.name)
+    try:
+        for split, split_refs in by_split.items():
+            shards = kept_shards.get(split, [])
+            start = shards[-1]["frames"][1] if shards else 0
+            skipped = [s for s in kept_skips.get(split, []) if s["index"] < start]
+            record["shards"].extend(shards)
+            record["skipped"].extend(skipped)
+            progress.advance(start, resumed=True)
+            if shards:
+                progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
+            index = len(shards)
+            writer: ShardWriter | None = None
+            shard_start, shard_skips = start, []
+
+            def close(end: int) -> None:
+                nonlocal writer, index, shard_start, shard_skips
+                info = writer.finish() | {"split": split, "frames": [shard_start, end], "skipped": len(shard_skips)}
+                record["shards"].append(info)
+                record["skipped"].extend(shard_skips)
+                manifest.update(source.name, record)
+                progress.log(f"{info['name']}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
+                             + (f", {len(shard_skips)} skipped" if shard_skips else ""))
+                if on_shard:
+                    on_shard(info)
+                writer, index, shard_start, shard_skips = None, index + 1, end, []
+
+            items = ((i, split_refs[i]) for i in range(start, len(split_refs)))
+            for enc in encode_ordered(source, items, cfg.workers, cfg.max_side):
+                progress.advance(1)
+                if enc.skipped:
+                    shard_skips.append(enc.skipped)
+                    progress.log(f"skipped {enc.skipped['sequence']}/{enc.skipped['frame']}: {enc.skipped['reason']}")
+                    continue
+                if writer and (writer.samples >= cfg.max_samples or writer.payload + enc.nbytes + 1024 > cfg.max_bytes):
+                    close(enc.index)
+                if writer is None:
+                    writer = ShardWriter(out, shard_name(source.name, split, index))
+                writer.write(enc)
+                written += 1
+                if stop_after is not None and written >= stop_after:
+                    raise BuildInterrupted(f"stopped after {written} samples (test hook)")
+            if writer:
+                close(len(split_refs))
+            elif shard_skips:  # trailing frames all skipped: attach them to the split, no empty shard
+                record["skipped"].extend(shard_skips)
+            record["splits"][split] = _split_summary(record, split, len(split_refs))
+    finally:  # on any exit a half shard stays as .tmp, never read as complete; the manifest keeps the rest
+        progress.close()
+    record["status"] = "complete"
+    record["finished"] = utc_now()
+    record["elapsed_s_last_run"] = round(time.time() - t0, 3)
+    record["totals"] = _totals(record)
+    manifest.update(source.name, record)
+    return record
+
+
+def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:
+    """Per split, the leading run of recorded shards whose files exist with the recorded sha256."""
+    kept: dict[str, list] = {}
+    skips: dict[str, list] = {}
+    if not previous:
+        return kept, skips
+    broken: set[str] = set()
+    for sh in previous.get("shards", []):
+        split = sh["split"]
+        path = out / sh["name"]
+        if split in broken or not path.exists() or sha256_file(path) != sh["sha256"]:
+            broken.add(split)
+            path.unlink(missing_ok=True)  # will be rebuilt from its first frame
+            continue
+        kept.setdefault(split, []).append(sh)
+    for s in previous.get("skipped", []):
+        skips.setdefault(s["split"], []).append(s)
+    return kept, skips
+
+
+def _remove_shards(out: Path, previous: dict) -> None:
+    for sh in previous.get("shards", []):
+        (out / sh["name"]).unlink(missing_ok=True)
+
+
+def _split_summary(record: dict, split: str, frames: int) -> dict[str, int]:
+    shards = [s for s in record["shards"] if s["split"] == split]
+    return {"frames": frames, "samples": sum(s["samples"] for s in shards), "shards": len(shards),
+            "skipped": sum(1 for s in record["skipped"] if s["split"] == split)}
+
+
+def _totals(record: dict) -> dict[str, Any]:
+    pixels: dict[str, int] = {}
+    for sh in record["shards"]:
+        for k, v in sh["class_pixels"].items():
+            pixels[k] = pixels.get(k, 0) + v
+    totals = {"shards": len(record["shards"]), "samples": sum(s["samples"] for s in record["shards"]),
+              "bytes": sum(s["bytes"] for s in record["shards"]), "skipped": len(record["skipped"]),
+              "class_pixels": pixels}
+    quality: dict[str, list[float]] = {}
+    for sh in record["shards"]:
+        for k, v in sh.get("quality", {}).items():
+            quality.setdefault(k, []).extend(v)
+    if quality:  # data-quality figures, e.g. IoU between provided and rendered masks
+        totals["quality"] = {k: {"mean": float(np.mean(v)), "p01": float(np.percentile(v, 1)),
+                                 "min": float(np.min(v)), "frames": len(v)} for k, v in quality.items()}
+    return totals
+
+
+class _Progress:
+    """A rich progress bar (frames/s, ETA) on a terminal; plain periodic lines otherwise."""
+
+    def __init__(self, total: int, enabled: bool, label: str):
+        self.enabled, self.total, self.done, self.t0, self.last = enabled, total, 0, time.time(), 0.0
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn(f"[bold]{label}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]} frames/s"), TimeRemainingColumn(), transient=False)
+            self.bar.start()
+            self.task = self.bar.add_task(label, total=total, rate="-")
+
+    def advance(self, n: int, resumed: bool = False) -> None:
+        self.done += n
+        if resumed:
+            self.t0 = time.time()
+            self.base = self.done
+        rate = (self.done - getattr(self, "base", 0)) / max(time.time() - self.t0, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.done, rate=f"{rate:.0f}")
+        elif self.enabled and time.time() - self.last > 5 and not resumed:
+            self.last = time.time()
+            eta = (self.total - self.done) / rate if rate > 0 else float("nan")
+            print(f"  {self.done}/{self.total} frames, {rate:.0f} frames/s, ETA {eta:.0f} s", file=sys.stderr)
+
+    def log(self, msg: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.console.print(msg)
+        else:
+            print(msg, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
