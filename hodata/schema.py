@@ -135,6 +135,25 @@ def image_size(data: bytes) -> tuple[int, int]:
         return im.size
 
 
+def checked_image_size(data: bytes, path) -> tuple[int, int]:
+    """(width, height) of an image that decodes to the end (a cheap 1/8-scale decode catches truncation).
+
+    Raises BadFrame naming ``path`` when it does not decode.
+    """
+    from PIL import Image
+
+    from hodata.errors import BadFrame
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+            im.draft("L", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises several types for a broken file
+        raise BadFrame(f"image does not decode ({e})", path) from e
+    return size
+
+
 def class_pixel_counts(seg: np.ndarray) -> dict[str, int]:
     counts = np.bincount(seg.ravel(), minlength=256)
     return {CLASS_NAMES[v]: int(counts[v]) for v in VALID_LABELS} | {"other": int(counts.sum() - sum(counts[v] for v in VALID_LABELS))}

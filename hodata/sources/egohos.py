@@ -1,0 +1,143 @@
+"""EgoHOS (Zhang et al., ECCV 2022): per-pixel hand and interacting-object labels, read as released.
+
+Layout (DATASETS.md)::
+
+    ROOT/{train,val,test_indomain,test_outdomain}/image/<name>.jpg
+                                                 /label/<name>.png    # uint8 ids 0..8
+                                                 /contact/<name>.png  # not used here
+
+Label ids: 0 background, 1 / 2 left / right hand, 3 / 4 / 5 first-order interacting object of the left /
+right / both hands, 6 / 7 / 8 second-order interacting object. Mapping to ``hodata/1``: hands -> 1, first
+order -> 2, second order per the ``egohos_second_order`` option: ``ignore`` (255, the default: a
+second-order object is an object, but not one the hand holds, so neither answer is safe), ``object`` (2) or
+``background`` (0).
+
+Sequence: EgoHOS pools frames from several video collections and its names carry no common video field.
+When a name ends in ``_<digits>`` (a frame number) the part before it is taken as the sequence, so frames
+cut from one clip stay together; otherwise the sequence is the split name. Either way the official split
+folders decide train / val / test, so the sequence is informational only.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from hodata.errors import BadFrame, DataError
+from hodata.schema import BACKGROUND, HAND, IGNORE, OBJECT, Sample, checked_image_size
+from hodata.sources import FrameRef, Source
+
+SPLITS = ("train", "val", "test_indomain", "test_outdomain")
+IMAGE_SUFFIX, LABEL_SUFFIX = ".jpg", ".png"
+MAX_ID = 8
+HAND_SIDES = {1: "left", 2: "right"}
+SECOND_ORDER_MODES = {"ignore": IGNORE, "object": OBJECT, "background": BACKGROUND}
+ID_NAMES = {0: "background", 1: "left hand", 2: "right hand", 3: "first-order object, left hand",
+            4: "first-order object, right hand", 5: "first-order object, both hands",
+            6: "second-order object, left hand", 7: "second-order object, right hand",
+            8: "second-order object, both hands"}
+_FRAME_SUFFIX = re.compile(r"^(?P<seq>.+?)_(?P<num>\d+)$")
+
+
+def id_lut(second_order: str) -> np.ndarray:
+    """256-entry lookup table from EgoHOS ids to hodata/1 labels (ids above 8 never reach it)."""
+    if second_order not in SECOND_ORDER_MODES:
+        raise DataError(f"egohos_second_order must be one of {', '.join(SECOND_ORDER_MODES)}, got {second_order!r}")
+    lut = np.full(256, IGNORE, np.uint8)
+    lut[0] = BACKGROUND
+    lut[[1, 2]] = HAND
+    lut[[3, 4, 5]] = OBJECT
+    lut[[6, 7, 8]] = SECOND_ORDER_MODES[second_order]
+    return lut
+
+
+def sequence_of(name: str, split: str) -> str:
+    m = _FRAME_SUFFIX.match(name)
+    return m.group("seq") if m else split
+
+
+class EgoHOSSource(Source):
+    name = "egohos"
+
+    def __init__(self, root, options: dict[str, Any] | None = None):
+        super().__init__(root, options)
+        self.second_order = str(self.options.get("egohos_second_order") or "ignore")
+        self.lut = id_lut(self.second_order)
+        self._counts: dict[str, int] = {}
+
+    def splits(self) -> list[str]:
+        present = [s for s in SPLITS if (self.root / s).is_dir()]
+        if not present:
+            raise DataError(f"not an EgoHOS root: none of the split folders {', '.join(SPLITS)} is there",
+                            self.root)
+        return present
+
+    def frames(self) -> list[FrameRef]:
+        refs: list[FrameRef] = []
+        for split in self.splits():
+            image_dir, label_dir = self.root / split / "image", self.root / split / "label"
+            for d in (image_dir, label_dir):
+                if not d.is_dir():
+                    raise DataError("EgoHOS split folder has no image/ and label/ subfolders", d)
+            names = sorted(p.stem for p in image_dir.iterdir() if p.suffix.lower() == IMAGE_SUFFIX)
+            if not names:
+                raise DataError(f"no {IMAGE_SUFFIX} images", image_dir)
+            self._counts[split] = len(names)
+            for n in names:
+                rel_img = f"{split}/image/{n}{IMAGE_SUFFIX}"
+                rel_lab = f"{split}/label/{n}{LABEL_SUFFIX}"
+                refs.append(FrameRef(split, sequence_of(n, split), n, (rel_img, rel_lab)))
+        return refs
+
+    def load(self, ref: FrameRef) -> Sample:
+        rel_img, rel_lab = ref.info
+        img_path, lab_path = self.root / rel_img, self.root / rel_lab
+        try:
+            image = img_path.read_bytes()
+        except OSError as e:
+            raise BadFrame(f"cannot read image: {e.strerror or e}", img_path) from e
+        width, height = checked_image_size(image, img_path)
+        ids = read_label(lab_path, width, height)
+        sides = [{"side": HAND_SIDES[i]} for i in (1, 2) if (ids == i).any()]
+        return Sample(
+            source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
+            image=image, image_ext="jpg", seg=self.lut[ids], width=width, height=height,
+            labels={"hand": True, "object": True}, hands=sides, objects=[],
+            provenance={"image": rel_img, "label": rel_lab},
+        )
+
+    def build_options(self) -> dict[str, Any]:
+        return {"egohos_second_order": self.second_order}
+
+    def describe(self) -> dict[str, Any]:
+        return {"frames_per_split": dict(self._counts),
+                "mapping": {"ids": ID_NAMES, "hand": [1, 2], "object": [3, 4, 5], "second_order": [6, 7, 8],
+                            "second_order_as": self.second_order}}
+
+
+def read_label(path: Path, width: int, height: int) -> np.ndarray:
+    """An EgoHOS label as raw 8-bit ids, checked: one channel, the image's size, ids 0..8 (else BadFrame).
+
+    Read with PIL, not cv2: a palette ("P") PNG then yields its stored indices, which are the ids, where
+    cv2 would expand it to colours. Grey ("L") PNGs give their values; anything else is rejected.
+    """
+    if not path.is_file():
+        raise BadFrame("label file is missing", path)
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            ids = np.asarray(im) if mode in ("L", "P") else None
+    except Exception as e:  # noqa: BLE001
+        raise BadFrame(f"label does not decode ({e})", path) from e
+    if ids is None or ids.dtype != np.uint8 or ids.ndim != 2:
+        raise BadFrame(f"label must be an 8-bit single-channel PNG, got mode {mode}", path)
+    if ids.shape != (height, width):
+        raise BadFrame(f"label is {ids.shape[1]}x{ids.shape[0]}, image is {width}x{height}", path)
+    top = int(ids.max())
+    if top > MAX_ID:
+        raise BadFrame(f"label has id {top}, EgoHOS ids are 0..{MAX_ID}", path)
+    return ids
