@@ -1,0 +1,297 @@
+"""FreiHAND v2: hand masks (provided JPEG masks, or MANO vertices rendered) for all four image versions.
+
+Layout (DATASETS.md "FreiHAND"): ``training/rgb/%08d.jpg`` holds 4 x N images, N = ``len(training_K.json)``;
+image ``i`` is version ``i // N`` (gs, hom, sample, auto) of annotation ``i % N``, whose mask is
+``training/mask/%08d.jpg`` and whose K / vertices are entry ``i % N`` of ``training_K.json`` /
+``training_verts.json`` (metres, OpenCV camera frame: project with K, no axis flip).
+
+Keys are ``freihand/<split>/<version>/<image id>``: the "sequence" is the image version, because FreiHAND
+has no video sequences. Held-out validation goes by annotation index, so the four versions of one
+annotation always share a split. Objects are not annotated (``labels.object`` false).
+
+Masks ship as JPEG: we threshold the luminance once at its midpoint (> 127). JPEG keeps luminance at full
+resolution (chroma is subsampled), and a blurred 0/255 step crosses 127 where the original edge was; a
+high threshold such as 240 (HandMesh) shrinks every mask by about a pixel.
+
+The evaluation split is built as "test" when its ground truth is present (``evaluation/segmap`` masks or
+``evaluation_verts.json``, from FreiHAND_pub_v2_eval.zip), else skipped and noted in :meth:`describe`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hodata.errors import BadFrame, DataError
+from hodata.schema import BACKGROUND, HAND, Sample
+from hodata.sources import FrameRef, Source
+from hodata.sources.ho3d import check_image, find_right_mano, mask_iou
+from hodata.splits import assign_groups, load_split_file
+
+VERSIONS = ("gs", "hom", "sample", "auto")  # toolkit sample_version order: image i is VERSIONS[i // N]
+MASK_MODES = ("provided", "rendered")
+MASK_THRESHOLD = 127
+DEFAULT_VAL_FRACTION = 0.1
+TEST_SEQUENCE = "evaluation"
+
+
+def image_index(i: int, n: int) -> tuple[int, str]:
+    """Training image id -> (annotation index, version name)."""
+    if not 0 <= i < len(VERSIONS) * n:
+        raise ValueError(f"image id {i} outside 0..{len(VERSIONS) * n - 1}")
+    return i % n, VERSIONS[i // n]
+
+
+def threshold_mask(data: bytes, path: Path) -> np.ndarray:
+    """A shipped JPEG mask -> boolean hand mask (luminance > 127)."""
+    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        raise BadFrame("mask does not decode", path)
+    return gray > MASK_THRESHOLD
+
+
+def _digest(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
+    """Size and sha256, streamed (training_verts.json is ~700 MB)."""
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+            n += len(block)
+    return {"bytes": n, "sha256": h.hexdigest()}
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise DataError(f"cannot read annotation file ({e})", path) from e
+
+
+def load_vertices(path: Path, n: int) -> np.ndarray:
+    """``*_verts.json`` (a list of N 778x3 lists) -> (N, 778, 3) float32.
+
+    A real training_verts.json is ~700 MB of text. json.load would build ~56M Python floats (several GB,
+    ~50 s); dropping the brackets and parsing the numbers with NumPy takes about 2x the file size in memory
+    and under half the time. The value count must then be exactly N x 778 x 3.
+    """
+    try:
+        text = path.read_bytes().translate(None, b"[]").decode("ascii")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"cannot read vertices ({e})", path) from e
+    try:
+        with warnings.catch_warnings():  # older NumPy warns and stops early on bad data: caught by the count
+            warnings.simplefilter("ignore", DeprecationWarning)
+            flat = np.fromstring(text, dtype=np.float64, sep=",")
+    except ValueError as e:  # NumPy >= 2.3 raises on unparsable text
+        raise DataError(f"vertices are not a nested list of numbers: parsed nothing usable ({e})", path) from e
+    if flat.size != n * 778 * 3:
+        raise DataError(f"expected {n} x 778 x 3 numbers, parsed {flat.size}", path)
+    return flat.reshape(n, 778, 3).astype(np.float32)
+
+
+class FreiHANDSource(Source):
+    """FreiHAND_pub_v2 training images (4 versions) and, when its ground truth is there, the evaluation set.
+
+    Options: ``masks`` ("provided" | "rendered"), ``mano_dir`` (MANO_RIGHT.pkl: the faces for rendering),
+    ``renderer``, ``val_fraction`` (share of annotation indices held out), ``split_file`` (JSON
+    {split: [annotation index, ...]}).
+    """
+
+    name = "freihand"
+
+    def __init__(self, root, options=None):
+        super().__init__(root, options)
+        self.masks = self.options.get("masks") or "provided"
+        if self.masks not in MASK_MODES:
+            raise DataError(f"freihand masks must be one of {MASK_MODES}, got {self.masks!r}")
+        self.renderer = self.options.get("renderer") or "zbuffer"
+        self.val_fraction = float(self.options.get("val_fraction", DEFAULT_VAL_FRACTION) or 0.0)
+        k_file = self.root / "training_K.json"
+        if not k_file.is_file():
+            hint = [p.name for p in self.root.glob("FreiHAND*") if (p / "training_K.json").is_file()]
+            raise DataError("not a FreiHAND root: training_K.json missing"
+                            + (f" (try --root {self.root / hint[0]})" if hint else ""), k_file)
+        try:
+            self.mano_file: Path | None = find_right_mano(self.options.get("mano_dir"))
+        except DataError:
+            if self.masks == "rendered":
+                raise
+            self.mano_file = None
+        self._K: dict[str, np.ndarray] = {}
+        self._verts: dict[str, np.ndarray | None] = {}  # per process, on first use
+        self._faces: np.ndarray | None = None
+        self._split_of: dict[int, str] | None = None
+        self._has_eval: bool | None = None
+
+    # ---------------------------------------------------------------------------------- index
+    def _camera(self, subset: str) -> np.ndarray:
+        if subset not in self._K:
+            path = self.root / f"{subset}_K.json"
+            K = np.asarray(_load_json(path), dtype=np.float64)
+            if K.ndim != 3 or K.shape[1:] != (3, 3):
+                raise DataError(f"expected a list of 3x3 matrices, got shape {K.shape}", path)
+            self._K[subset] = K
+        return self._K[subset]
+
+    def _assign_splits(self, n: int) -> dict[int, str]:
+        split_file = self.options.get("split_file")
+        if split_file:
+            listed = load_split_file(split_file)
+            missing = [i for i in range(n) if str(i) not in listed]
+            if missing:
+                raise DataError(f"split file does not list annotation index {missing[0]} "
+                                f"({len(missing)} of {n} unlisted)", split_file)
+            return {i: listed[str(i)] for i in range(n)}
+        groups = assign_groups((str(i) for i in range(n)), self.val_fraction, seed="freihand")
+        return {i: groups[str(i)] for i in range(n)}
+
+    def _eval_ground_truth(self) -> bool:
+        if self._has_eval is None:
+            rgb = self.root / "evaluation" / "rgb"
+            gt = (self.root / "evaluation" / "segmap").is_dir() or (self.root / "evaluation_verts.json").is_file()
+            self._has_eval = rgb.is_dir() and (self.root / "evaluation_K.json").is_file() and gt
+        return self._has_eval
+
+    def frames(self) -> list[FrameRef]:
+        n = len(self._camera("training"))
+        if n == 0:
+            raise DataError("training_K.json holds no annotations", self.root / "training_K.json")
+        if self._split_of is None:
+            self._split_of = self._assign_splits(n)
+        refs = []
+        for i in range(len(VERSIONS) * n):
+            idx, version = image_index(i, n)
+            refs.append(FrameRef(self._split_of[idx], version, f"{i:08d}", ("training", i)))
+        if self._eval_ground_truth():
+            for i in range(len(self._camera("evaluation"))):
+                refs.append(FrameRef("test", TEST_SEQUENCE, f"{i:08d}", ("evaluation", i)))
+        return refs
+
+    def build_options(self) -> dict[str, Any]:
+        return {"masks": self.masks, "renderer": self.renderer, "val_fraction": self.val_fraction,
+                "split_file": str(self.options["split_file"]) if self.options.get("split_file") else None,
+                "mask_threshold": MASK_THRESHOLD}
+
+    def describe(self) -> dict[str, Any]:
+        n = len(self._camera("training"))
+        rgb_dir = self.root / "training" / "rgb"
+        found = sum(1 for e in os.scandir(rgb_dir) if e.name.endswith(".jpg")) if rgb_dir.is_dir() else 0
+        annotations = {p.name: _digest(p) for p in sorted(self.root.glob("*.json")) if p.is_file()}
+        if self._eval_ground_truth():
+            evaluation = f"built as split 'test' ({len(self._camera('evaluation'))} frames)"
+        elif (self.root / "evaluation" / "rgb").is_dir():
+            evaluation = ("skipped: no ground truth (evaluation/segmap or evaluation_verts.json, from "
+                          "FreiHAND_pub_v2_eval.zip)")
+        else:
+            evaluation = "skipped: evaluation/rgb not present"
+        split = self._split_of or self._assign_splits(n)
+        val = sorted(i for i, s in split.items() if s != "train")
+        return {
+            "annotations": n,
+            "versions": list(VERSIONS),
+            "training_images_expected": len(VERSIONS) * n,
+            "training_images_found": found,
+            "annotation_files": annotations,
+            "masks": self.masks,
+            "mask_rule": f"luminance > {MASK_THRESHOLD} of training/mask/%08d.jpg (index % N)",
+            "renderer": self.renderer if self.mano_file else None,
+            "mano_file": str(self.mano_file) if self.mano_file else None,
+            "render_note": None if self.mano_file else "no --mano-dir: provided masks not compared with renders",
+            "evaluation": evaluation,
+            "sequence": "image version (gs, hom, sample, auto); 'evaluation' for the test split",
+            "split_by": "annotation index: the 4 versions of one annotation share a split",
+            "val_fraction": None if self.options.get("split_file") else self.val_fraction,
+            "split_counts": {s: sum(1 for v in split.values() if v == s) for s in sorted(set(split.values()))},
+            "held_out_indices": val if len(val) <= 5000 else f"{len(val)} indices (seed 'freihand', assign_groups)",
+        }
+
+    # ---------------------------------------------------------------------------------- frames
+    def load(self, ref: FrameRef) -> Sample:
+        subset, i = ref.info
+        K_all = self._camera(subset)
+        n = len(K_all)
+        idx = i % n
+        rgb_path = self.root / subset / "rgb" / f"{i:08d}.jpg"
+        try:
+            image = rgb_path.read_bytes()
+        except OSError as e:
+            raise BadFrame(f"image unreadable ({e.strerror})", rgb_path) from e
+        width, height = check_image(image, rgb_path)
+        K = K_all[idx]
+
+        provided, mask_path = self._provided(subset, idx, (width, height))
+        rendered = self._render(subset, idx, K, (width, height)) if self._can_render(subset) else None
+        use_provided = provided is not None and (self.masks == "provided" or rendered is None)
+        if subset == "training" and self.masks == "provided" and provided is None:
+            raise BadFrame("mask missing", mask_path)
+        if rendered is None and not use_provided:
+            raise BadFrame(f"no {subset}_verts.json (and --mano-dir) to render", self.root / f"{subset}_verts.json")
+        # evaluation frames fall back to whichever ground truth exists (segmap or vertices)
+        hand = provided if use_provided else rendered
+        seg = np.where(hand, HAND, BACKGROUND).astype(np.uint8)
+
+        extra: dict[str, Any] = {"mask_source": "provided" if use_provided else "rendered", "annotation_index": idx}
+        if subset == "training":
+            extra["version"] = VERSIONS[i // n]
+        if provided is not None and rendered is not None:
+            extra["mask_agreement"] = {"hand_iou": mask_iou(provided, rendered)}
+        provenance = {"rgb": self._rel(rgb_path), "K": f"{subset}_K.json[{idx}]"}
+        if provided is not None:
+            provenance["mask"] = self._rel(mask_path)
+        if rendered is not None:
+            provenance["verts"] = f"{subset}_verts.json[{idx}]"
+        return Sample(
+            source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
+            image=image, image_ext="jpg", seg=seg, width=width, height=height,
+            labels={"hand": True, "object": False}, hands=[{"side": "right"}], objects=[],
+            camera={"K": K.tolist()}, provenance=provenance, extra=extra,
+        )
+
+    def _provided(self, subset: str, idx: int, size: tuple[int, int]) -> tuple[np.ndarray | None, Path]:
+        if subset == "training":
+            path = self.root / "training" / "mask" / f"{idx:08d}.jpg"
+            if not path.is_file():
+                return None, path
+            mask = threshold_mask(path.read_bytes(), path)
+        else:  # evaluation ground truth: segmap, hand where > 0
+            path = self.root / "evaluation" / "segmap" / f"{idx:08d}.png"
+            if not path.is_file():
+                return None, path
+            raw = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
+            if raw is None:
+                raise BadFrame("segmap does not decode", path)
+            mask = (raw > 0) if raw.ndim == 2 else (raw > 0).any(axis=2)
+        if mask.shape != (size[1], size[0]):
+            raise BadFrame(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[0]}x{size[1]}", path)
+        return mask, path
+
+    # ---------------------------------------------------------------------------------- rendering
+    def _can_render(self, subset: str) -> bool:
+        return self.mano_file is not None and (self.root / f"{subset}_verts.json").is_file()
+
+    def vertices(self, subset: str) -> np.ndarray:
+        """All (N, 778, 3) vertices of a subset (float32), loaded once per process."""
+        if self._verts.get(subset) is None:
+            self._verts[subset] = load_vertices(self.root / f"{subset}_verts.json", len(self._camera(subset)))
+        return self._verts[subset]
+
+    def _render(self, subset: str, idx: int, K: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        from hodata.render import render_labels
+
+        if self._faces is None:
+            from hodata.mano import load_mano
+
+            self._faces = np.asarray(load_mano(self.mano_file, "right").faces, dtype=np.int64)
+        verts = self.vertices(subset)[idx].astype(np.float64)
+        return render_labels(K, size, [(verts, self._faces, HAND)], backend=self.renderer) == HAND
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()

@@ -1,0 +1,439 @@
+"""HO3D v2 / v3: hand (MANO right) and object (YCB) masks rendered from the annotated poses.
+
+Layout (DATASETS.md "HO3D"): ``train.txt`` lists ``SEQ/FRAME``; per frame ``train/SEQ/rgb/FRAME.{jpg,png}``,
+``train/SEQ/meta/FRAME.pkl`` (pose annotations, a Python-2 pickle) and, from a separate zip,
+``train/SEQ/seg/FRAME.{png,jpg}`` (masks rendered by the authors at a quarter of the resolution).
+
+Everything annotated lives in HO3D's OpenGL camera frame (y up, scene at negative z); we flip it with
+``diag(1, -1, -1)`` into the OpenCV frame that :func:`hodata.render.render_labels` takes, then let the
+z-buffer decide who occludes whom (hand = 1, object = 2).
+
+Evaluation frames (``evaluation.txt``) carry no hand pose: an object-only render would paint object where
+the (unknown) hand covers it, so they are skipped and the choice is recorded in :meth:`describe`.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import warnings
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from hodata.errors import BadFrame, DataError
+from hodata.manifest import file_digest
+from hodata.schema import BACKGROUND, HAND, OBJECT, Sample
+from hodata.sources import FrameRef, Source
+from hodata.splits import assign_groups, load_split_file
+
+# Sequences recorded by several cameras are a base name plus a camera digit (ABF10..ABF14 -> ABF1); the
+# cameras of one base show the same scene, so they must land in the same split.
+MULTI_CAMERA_BASES = ("ABF1", "BB1", "GPMF1", "GSF1", "MDF1", "SB1", "ShSu1", "SiBF1", "SMu4", "MPM1", "AP1")
+OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
+REQUIRED_META = ("handPose", "handBeta", "handTrans", "camMat", "objRot", "objTrans", "objName")
+MASK_MODES = ("rendered", "provided")
+DEFAULT_VAL_FRACTION = 0.1
+YCB_MESH_NAME = "textured_simple.obj"
+
+
+# --------------------------------------------------------------------------------------------- geometry
+
+
+def sequence_group(seq: str) -> str:
+    """The scene a sequence belongs to: its multi-camera base (``ABF12`` -> ``ABF1``), else itself."""
+    if len(seq) > 1 and seq[-1].isdigit() and seq[:-1] in MULTI_CAMERA_BASES:
+        return seq[:-1]
+    return seq
+
+
+def opengl_to_opencv(points: np.ndarray) -> np.ndarray:
+    """HO3D's OpenGL camera frame (y up, looking down -z) -> OpenCV (y down, looking down +z)."""
+    return np.asarray(points, dtype=np.float64) @ OPENGL_TO_OPENCV  # diagonal: same as applying it per point
+
+
+def project(points_gl: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pixel coordinates (u, v) of HO3D points, as the toolkit's ``project_3D_points`` computes them."""
+    p = opengl_to_opencv(points_gl) @ np.asarray(K, dtype=np.float64).T
+    return p[:, :2] / p[:, 2:3]
+
+
+def axis_angle_matrix(rvec: Any) -> np.ndarray:
+    """Rotation matrix of an axis-angle vector stored as (3,) or (3, 1)."""
+    r = np.asarray(rvec, dtype=np.float64).reshape(3)
+    return cv2.Rodrigues(r)[0]
+
+
+def pose_object(verts: np.ndarray, obj_rot: Any, obj_trans: Any) -> np.ndarray:
+    """YCB model vertices -> HO3D camera frame: ``R(objRot) @ v + objTrans``."""
+    return verts @ axis_angle_matrix(obj_rot).T + np.asarray(obj_trans, dtype=np.float64).reshape(1, 3)
+
+
+# ------------------------------------------------------------------------------------------------- MANO
+
+def find_right_mano(mano_dir: Any) -> Path:
+    """MANO_RIGHT.pkl from --mano-dir (or env MANO_DIR); DataError saying where to get it otherwise."""
+    from hodata.mano import find_mano_file
+
+    return Path(find_mano_file(mano_dir, "right"))
+
+
+def mano_vertices(model: Any, pose: Any, betas: Any, trans: Any, flat_hand_mean: bool) -> np.ndarray:
+    """(778, 3) vertices of one posed MANO hand (trans added after skinning)."""
+    verts, _ = model.forward(np.asarray(pose, np.float64).reshape(48), np.asarray(betas, np.float64).reshape(10),
+                             np.asarray(trans, np.float64).reshape(3), flat_hand_mean=flat_hand_mean)
+    return np.asarray(verts, dtype=np.float64).reshape(-1, 778, 3)[0]
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float | None:
+    """IoU of two boolean masks; None when both are empty (undefined)."""
+    union = int(np.count_nonzero(a | b))
+    if union == 0:
+        return None
+    return round(int(np.count_nonzero(a & b)) / union, 4)
+
+
+# ---------------------------------------------------------------------------------------- provided masks
+
+
+def provided_labels(data: bytes, ext: str, size: tuple[int, int], path: Path) -> np.ndarray:
+    """Decode a shipped ``seg`` file into a label map of the RGB size (nearest upsampling).
+
+    v3 ``.png``: hand = blue channel 255, object = green channel 255. v2 ``.jpg``: hand red, object blue,
+    blurred by JPEG, so a channel counts when it is above half and dominates the other colour.
+    """
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise BadFrame("provided mask does not decode", path)
+    b, g, r = (bgr[..., i].astype(np.int16) for i in range(3))
+    if ext == "png":
+        hand, obj = b > 127, (g > 127) & ~(b > 127)
+    else:
+        hand = (r > 127) & (r >= b)
+        obj = (b > 127) & (b > r)
+    labels = np.full(bgr.shape[:2], BACKGROUND, np.uint8)
+    labels[obj] = OBJECT
+    labels[hand] = HAND
+    w, h = size
+    sh, sw = labels.shape
+    if abs(sw * h - sh * w) > max(sw, sh):  # aspect ratio differs: not a downscaled copy of this frame
+        raise BadFrame(f"provided mask is {sw}x{sh}, image is {w}x{h}", path)
+    if (sw, sh) != (w, h):
+        labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """Load one ``meta/*.pkl`` (Python-2 pickle: latin1) and check the fields a render needs."""
+    if not path.is_file():
+        raise BadFrame("annotation file missing", path)
+    try:
+        # release pickles name numpy.core (numpy 2 keeps a warning alias for it)
+        with open(path, "rb") as f, warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            meta = pickle.load(f, encoding="latin1")
+    except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad frame, never the end of a build
+        raise BadFrame(f"annotation does not unpickle ({type(e).__name__}: {e})", path) from e
+    if not isinstance(meta, dict):
+        raise BadFrame(f"annotation is a {type(meta).__name__}, expected a dict", path)
+    missing = [k for k in REQUIRED_META if meta.get(k) is None]
+    if missing:
+        raise BadFrame(f"annotation has no value for {', '.join(missing)}", path)
+    shapes = {"handPose": 48, "handBeta": 10, "handTrans": 3, "camMat": 9, "objRot": 3, "objTrans": 3}
+    for k, n in shapes.items():
+        try:
+            arr = np.asarray(meta[k], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise BadFrame(f"annotation field {k} is not numeric", path) from e
+        if arr.size != n or not np.all(np.isfinite(arr)):
+            raise BadFrame(f"annotation field {k} has {arr.size} values (expected {n} finite)", path)
+    return meta
+
+
+def check_image(data: bytes, path: Path) -> tuple[int, int]:
+    """(width, height) of an image after making sure it decodes to the end (truncated files do not)."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            size = im.size
+            if im.format == "JPEG":  # decode at 1/8 scale: fast, and still reads the stream to its end
+                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+            im.load()
+    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data
+        raise BadFrame(f"image does not decode ({e})", path) from e
+    return size
+
+
+# ------------------------------------------------------------------------------------------------ source
+
+
+class HO3DSource(Source):
+    """HO3D v2/v3 training frames with rendered (default) or provided hand/object masks.
+
+    Options: ``mano_dir`` (MANO_RIGHT.pkl), ``ycb_dir`` (``<objName>/textured_simple.obj``), ``masks``
+    ("rendered" | "provided"), ``renderer`` ("zbuffer" | "pyrender"), ``val_fraction`` (share of scenes
+    held out as "val"), ``split_file`` (JSON {split: [sequence or base, ...]}).
+    """
+
+    name = "ho3d"
+
+    def __init__(self, root, options=None):
+        super().__init__(root, options)
+        self.masks = self.options.get("masks") or "rendered"
+        if self.masks not in MASK_MODES:
+            raise DataError(f"ho3d masks must be one of {MASK_MODES}, got {self.masks!r}")
+        self.renderer = self.options.get("renderer") or "zbuffer"
+        self.val_fraction = float(self.options.get("val_fraction", DEFAULT_VAL_FRACTION) or 0.0)
+        self.train_list = self.root / "train.txt"
+        if not self.train_list.is_file():
+            hint = [p.name for p in self.root.glob("HO3D_v*") if (p / "train.txt").is_file()]
+            raise DataError("not an HO3D root: train.txt missing"
+                            + (f" (try --root {self.root / hint[0]})" if hint else ""), self.train_list)
+        self.mano_file, self.ycb_dir, self.render_note = self._find_models()
+        self._entries: list[tuple[str, str]] | None = None
+        self._version: dict[str, str] | None = None
+        self._split_of: dict[str, str] | None = None
+        self._mano = None  # loaded on first use in each process
+        self._ycb: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    # ---------------------------------------------------------------------------------- setup
+    def _find_models(self) -> tuple[Path | None, Path | None, str]:
+        """MANO file and YCB folder: required to render; in "provided" mode only for the agreement check."""
+        try:
+            mano_file = find_right_mano(self.options.get("mano_dir"))
+        except DataError:
+            if self.masks == "rendered":
+                raise
+            mano_file = None
+        ycb = self.options.get("ycb_dir")
+        ycb_dir = Path(ycb) if ycb else None
+        if ycb_dir is not None and not ycb_dir.is_dir():
+            raise DataError("YCB models folder does not exist (expected <objName>/textured_simple.obj inside)", ycb_dir)
+        if ycb_dir is None and self.masks == "rendered":
+            raise DataError("HO3D rendered masks need the YCB object models: pass --ycb-dir DIR holding "
+                            "<objName>/textured_simple.obj (the YCB-Video models download)", self.root)
+        if mano_file is None or ycb_dir is None:
+            return None, None, "no rendering: pass --mano-dir and --ycb-dir to compare provided masks with renders"
+        return mano_file, ycb_dir, ""
+
+    def _read_list(self, path: Path) -> list[tuple[str, str]]:
+        entries = []
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split("/")
+            if len(parts) != 2 or not all(parts):
+                raise DataError(f"line {n} is {line!r}, expected SEQ/FRAME", path)
+            entries.append((parts[0], parts[1]))
+        return entries
+
+    def _detect_version(self, entries: list[tuple[str, str]]) -> dict[str, str]:
+        """v3 ships rgb .jpg and seg .png; v2 rgb .png and seg .jpg. Decided on the first frames present."""
+        rgb_ext = seg_ext = None
+        for seq, frame in entries[:200]:
+            d = self.root / "train" / seq
+            if rgb_ext is None:
+                rgb_ext = next((e for e in ("jpg", "png") if (d / "rgb" / f"{frame}.{e}").is_file()), None)
+            if seg_ext is None:
+                seg_ext = next((e for e in ("png", "jpg") if (d / "seg" / f"{frame}.{e}").is_file()), None)
+            if rgb_ext and seg_ext:
+                break
+        if rgb_ext is None:
+            first = self.root / "train" / entries[0][0] / "rgb" / f"{entries[0][1]}.jpg"
+            raise DataError("no RGB image found for the first listed frames (is this HO3D_v2/v3?)", first)
+        version = "v3" if rgb_ext == "jpg" else "v2"
+        return {"version": version, "rgb_ext": rgb_ext,
+                "seg_ext": seg_ext or ("png" if version == "v3" else "jpg"), "seg_present": seg_ext is not None}
+
+    def _assign_splits(self, seqs: list[str]) -> dict[str, str]:
+        """sequence -> split, by scene (multi-camera base) so that no scene is in two splits."""
+        split_file = self.options.get("split_file")
+        if split_file:
+            listed = load_split_file(split_file)
+            out, unlisted = {}, []
+            for s in seqs:
+                split = listed.get(s) or listed.get(sequence_group(s))
+                if split is None:
+                    unlisted.append(s)
+                out[s] = split
+            if unlisted:
+                raise DataError(f"split file lists neither sequence nor base of {', '.join(sorted(unlisted)[:5])}"
+                                + (" ..." if len(unlisted) > 5 else ""), split_file)
+            for base in {sequence_group(s) for s in seqs}:
+                members = {out[s] for s in seqs if sequence_group(s) == base}
+                if len(members) > 1:
+                    raise DataError(f"cameras of scene {base} are split over {sorted(members)}", split_file)
+            return out
+        groups = assign_groups((sequence_group(s) for s in seqs), self.val_fraction, seed="ho3d")
+        return {s: groups[sequence_group(s)] for s in seqs}
+
+    def _index(self) -> list[tuple[str, str]]:
+        if self._entries is None:
+            entries = self._read_list(self.train_list)
+            if not entries:
+                raise DataError("train.txt lists no frames", self.train_list)
+            self._version = self._detect_version(entries)
+            self._split_of = self._assign_splits(sorted({s for s, _ in entries}))
+            self._entries = entries
+        return self._entries
+
+    # ---------------------------------------------------------------------------------- API
+    def frames(self) -> list[FrameRef]:
+        entries = self._index()
+        return [FrameRef(self._split_of[seq], seq, frame) for seq, frame in entries]
+
+    def build_options(self) -> dict[str, Any]:
+        return {"masks": self.masks, "renderer": self.renderer, "val_fraction": self.val_fraction,
+                "split_file": str(self.options["split_file"]) if self.options.get("split_file") else None,
+                "evaluation": "skipped"}
+
+    def describe(self) -> dict[str, Any]:
+        entries = self._index()
+        per_seq: dict[str, int] = {}
+        for seq, _ in entries:
+            per_seq[seq] = per_seq.get(seq, 0) + 1
+        eval_list = self.root / "evaluation.txt"
+        lists = {"train.txt": file_digest(self.train_list) | {"lines": len(entries)}}
+        eval_note = "evaluation.txt not found"
+        if eval_list.is_file():
+            n_eval = len(self._read_list(eval_list))
+            lists["evaluation.txt"] = file_digest(eval_list) | {"lines": n_eval}
+            eval_note = (f"skipped {n_eval} evaluation frames: they carry no hand pose, and an object-only "
+                         "render would label as object the pixels where the unknown hand covers it")
+        out = {
+            **(self._version or {}),
+            "list_files": lists,
+            "masks": self.masks,
+            "renderer": self.renderer if self.mano_file else None,
+            "render_note": self.render_note or None,
+            "mano_file": (str(self.mano_file) if self.mano_file else None),
+            "mano_sha256": file_digest(self.mano_file)["sha256"] if self.mano_file else None,
+            "ycb_dir": str(self.ycb_dir) if self.ycb_dir else None,
+            "evaluation": eval_note,
+            "split_by": "scene: multi-camera sequences grouped by base name (" + " ".join(MULTI_CAMERA_BASES) + ")",
+            "val_fraction": None if self.options.get("split_file") else self.val_fraction,
+            "sequences": {s: {"frames": n, "scene": sequence_group(s), "split": self._split_of[s]}
+                          for s, n in sorted(per_seq.items())},
+            "split_assignment": {g: sp for g, sp in sorted({(sequence_group(s), self._split_of[s])
+                                                            for s in per_seq})},
+        }
+        return out
+
+    def load(self, ref: FrameRef) -> Sample:
+        self._index()
+        v = self._version
+        seq_dir = self.root / "train" / ref.sequence
+        rgb_path = seq_dir / "rgb" / f"{ref.frame}.{v['rgb_ext']}"
+        if not rgb_path.is_file():  # the toolkit also accepts the other extension
+            other = rgb_path.with_suffix(".png" if v["rgb_ext"] == "jpg" else ".jpg")
+            rgb_path = other if other.is_file() else rgb_path
+        meta_path = seq_dir / "meta" / f"{ref.frame}.pkl"
+        seg_path = seq_dir / "seg" / f"{ref.frame}.{v['seg_ext']}"
+
+        meta = read_meta(meta_path)
+        try:
+            image = rgb_path.read_bytes()
+        except OSError as e:
+            raise BadFrame(f"image unreadable ({e.strerror})", rgb_path) from e
+        width, height = check_image(image, rgb_path)
+        K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
+
+        rendered, render_error = None, None
+        if self.mano_file:
+            try:
+                rendered = self.render(meta, (width, height))
+            except BadFrame as e:
+                if self.masks == "rendered":
+                    raise
+                render_error = str(e)  # provided masks do not need the render: only the agreement is lost
+        provided = None
+        if seg_path.is_file():
+            provided = provided_labels(seg_path.read_bytes(), v["seg_ext"], (width, height), seg_path)
+        elif self.masks == "provided":
+            raise BadFrame("provided mask missing (HO3D_v*_segmentations_rendered.zip unpacks into train/<SEQ>/seg)",
+                           seg_path)
+        seg = rendered if self.masks == "rendered" else provided
+
+        extra: dict[str, Any] = {"mask_source": self.masks, "version": v["version"]}
+        if render_error:
+            extra["render_error"] = render_error
+        if rendered is not None and provided is not None:
+            extra["mask_agreement"] = {"hand_iou": mask_iou(rendered == HAND, provided == HAND),
+                                       "object_iou": mask_iou(rendered == OBJECT, provided == OBJECT)}
+        provenance = {"rgb": self._rel(rgb_path), "meta": self._rel(meta_path)}
+        if provided is not None:
+            provenance["seg"] = self._rel(seg_path)
+        return Sample(
+            source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
+            image=image, image_ext=rgb_path.suffix[1:].lower(), seg=seg, width=width, height=height,
+            labels={"hand": True, "object": True},
+            hands=[{"side": "right"}],
+            objects=[{"name": str(meta["objName"]), "ycb_label": _plain(meta.get("objLabel"))}],
+            camera={"K": K.tolist()},
+            provenance=provenance,
+            extra=extra,
+        )
+
+    # ---------------------------------------------------------------------------------- rendering
+    def hand_vertices(self, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """MANO right hand in HO3D's OpenGL frame: full 48-D pose, no hand mean, handTrans after skinning."""
+        mano = self._load_mano()
+        verts = mano_vertices(mano, meta["handPose"], meta["handBeta"], meta["handTrans"], flat_hand_mean=True)
+        return verts, np.asarray(mano.faces, dtype=np.int64)
+
+    def object_vertices(self, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """The frame's YCB model posed in HO3D's OpenGL frame."""
+        verts, faces = self._load_ycb(str(meta["objName"]))
+        return pose_object(verts, meta["objRot"], meta["objTrans"]), faces
+
+    def render(self, meta: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
+        from hodata.render import render_labels
+
+        hv, hf = self.hand_vertices(meta)
+        ov, of = self.object_vertices(meta)
+        K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
+        meshes = [(opengl_to_opencv(hv), hf, HAND), (opengl_to_opencv(ov), of, OBJECT)]
+        return render_labels(K, size, meshes, backend=self.renderer)
+
+    def _load_mano(self):
+        if self._mano is None:
+            from hodata.mano import load_mano
+
+            self._mano = load_mano(self.mano_file, "right")
+        return self._mano
+
+    def _load_ycb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        if name not in self._ycb:
+            import trimesh
+
+            path = self.ycb_dir / name / YCB_MESH_NAME
+            if not path.is_file():
+                raise BadFrame(f"YCB model {name} missing", path)
+            try:
+                mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
+            except Exception as e:  # noqa: BLE001 - trimesh raises many types for bad files
+                raise BadFrame(f"YCB model does not load ({type(e).__name__}: {e})", path) from e
+            if not len(getattr(mesh, "faces", ())):
+                raise BadFrame("YCB model has no faces", path)
+            self._ycb[name] = (np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64))
+        return self._ycb[name]
+
+    def _rel(self, path: Path) -> str:
+        return path.relative_to(self.root).as_posix()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly copy of a small pickled value (numpy scalar / array / bytes)."""
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("latin1")
+    arr = np.asarray(value)
+    return arr.item() if arr.ndim == 0 else arr.tolist()

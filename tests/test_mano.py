@@ -1,0 +1,171 @@
+"""MANO layer: reading the official pickle format without chumpy, the forward pass, the left-hand fix."""
+
+from __future__ import annotations
+
+import dataclasses
+import pickle
+import sys
+
+import numpy as np
+import pytest
+
+from hodata.demo.mano_model import synthetic_mano_arrays, synthetic_mano_dir, write_synthetic_mano
+from hodata.errors import DataError
+from hodata.mano import (MANO_TO_THUMB_FIRST, TIP_VERTICES, axis_angle_to_matrix, find_mano_file, joints21,
+                         load_mano, load_mano_dir)
+
+
+@pytest.fixture(scope="module")
+def mano_dir(tmp_path_factory):
+    return synthetic_mano_dir(tmp_path_factory.mktemp("mano"))
+
+
+@pytest.fixture(scope="module")
+def right(mano_dir):
+    return load_mano(mano_dir / "MANO_RIGHT.pkl", "right")
+
+
+def reference_lbs(m, pose48, betas, trans):
+    """Skinning written joint by joint (global rotation and posed joint position along the chain)."""
+    rots = [axis_angle_to_matrix(p)[0] for p in pose48.reshape(16, 3)]
+    v_shaped = m.v_template + m.shapedirs @ betas
+    rest = m.J_regressor @ v_shaped
+    v_posed = v_shaped + m.posedirs @ np.concatenate([(r - np.eye(3)).ravel() for r in rots[1:]])
+    g_rot, g_pos = [None] * 16, [None] * 16
+    for j in range(16):
+        p = m.parents[j]
+        if p < 0:
+            g_rot[j], g_pos[j] = rots[j], rest[j]
+        else:
+            g_rot[j] = g_rot[p] @ rots[j]
+            g_pos[j] = g_pos[p] + g_rot[p] @ (rest[j] - rest[p])
+    verts = np.zeros_like(v_posed)
+    for j in range(16):
+        verts += m.weights[:, j:j + 1] * ((v_posed - rest[j]) @ g_rot[j].T + g_pos[j])
+    return verts + trans, np.array(g_pos) + trans
+
+
+def test_reads_the_chumpy_pickle_format_without_chumpy(mano_dir, right):
+    raw = (mano_dir / "MANO_RIGHT.pkl").read_bytes()
+    assert raw[:2] == b"\x80\x02"  # protocol 2, as the official files
+    assert b"chumpy.reordering\nSelect" in raw and b"chumpy.ch\nCh" in raw and b"scipy.sparse.csc\ncsc_matrix" in raw
+    assert "chumpy" not in sys.modules
+    want = synthetic_mano_arrays("right")
+    np.testing.assert_array_equal(right.shapedirs, want["shapedirs"][:, :, :10])  # the Select's gather
+    np.testing.assert_array_equal(right.J_regressor, want["J_regressor"])
+    np.testing.assert_array_equal(right.v_template, want["v_template"])
+    assert right.faces.dtype == np.int64 and right.faces.shape == want["f"].shape
+    assert right.parents.tolist() == [-1, 0, 1, 2, 0, 4, 5, 0, 7, 8, 0, 10, 11, 0, 13, 14]
+    assert right.describe()["official_v1_2"] is False and len(right.md5) == 32
+
+
+def test_zero_pose_gives_the_template(right):
+    verts, joints = right.forward(np.zeros(48), np.zeros(10))
+    np.testing.assert_allclose(verts, right.v_template, atol=1e-12)
+    np.testing.assert_allclose(joints, right.J_regressor @ right.v_template, atol=1e-12)
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_forward_matches_a_joint_by_joint_reference(right, flat):
+    rng = np.random.default_rng(3)
+    pose, betas, trans = rng.normal(0, 0.4, 48), rng.normal(0, 1, 10), np.array([0.1, -0.2, 0.6])
+    verts, joints = right.forward(pose, betas, trans, flat_hand_mean=flat)
+    full = right.full_pose(pose, flat_hand_mean=flat)
+    if not flat:
+        np.testing.assert_allclose(full[3:], pose[3:] + right.hands_mean)
+    ref_v, ref_j = reference_lbs(right, full, betas, trans)
+    np.testing.assert_allclose(verts, ref_v, atol=1e-10)
+    np.testing.assert_allclose(joints, ref_j, atol=1e-10)
+
+
+def test_pca_pose_uses_the_first_components(right):
+    rng = np.random.default_rng(4)
+    coeffs = rng.normal(0, 1, 6)
+    pose = right.full_pose(np.r_[0.1, 0.2, 0.3, coeffs], pca_components=6)
+    np.testing.assert_allclose(pose[3:], coeffs @ right.hands_components[:6])
+    np.testing.assert_allclose(pose[:3], [0.1, 0.2, 0.3])
+
+
+def test_root_rotation_turns_the_hand_about_the_wrist(right):
+    rot = np.array([0.0, 0.0, np.pi / 2])
+    verts, joints = right.forward(np.r_[rot, np.zeros(45)], trans=[0.0, 0.0, 0.5])
+    wrist = right.J_regressor[0] @ right.v_template
+    R = axis_angle_to_matrix(rot)[0]
+    np.testing.assert_allclose(verts, (right.v_template - wrist) @ R.T + wrist + [0, 0, 0.5], atol=1e-12)
+    np.testing.assert_allclose(joints[0], wrist + [0, 0, 0.5], atol=1e-12)
+
+
+def test_bending_one_joint_moves_only_its_finger(right):
+    pose = np.zeros(48)
+    pose[3 * 2:3 * 2 + 3] = [0.0, 0.0, 1.2]  # index PIP (joint 2)
+    rigid = dataclasses.replace(right, posedirs=np.zeros_like(right.posedirs))  # pose blend shapes move all
+    verts, joints = rigid.forward(pose)
+    moved = np.linalg.norm(verts - right.v_template, axis=1) > 1e-9
+    driven = right.weights[:, 2:4].sum(axis=1) > 0  # PIP and DIP segments follow joint 2
+    assert not moved[~driven].any()
+    assert moved[driven].mean() > 0.95  # all but the ring points on the rotation axis
+    np.testing.assert_allclose(joints[[0, 1, 2, 4, 13]], (right.J_regressor @ right.v_template)[[0, 1, 2, 4, 13]])
+
+
+def test_joints21_orders(right):
+    verts, joints = right.forward(np.zeros(48))
+    j21 = joints21(verts, joints, tips="freihand")
+    np.testing.assert_array_equal(j21[16:], verts[list(TIP_VERTICES["freihand"])])
+    thumb_first = joints21(verts, joints, tips="freihand", thumb_first=True)
+    np.testing.assert_array_equal(thumb_first[4], verts[744])  # thumb tip closes the thumb chain
+    np.testing.assert_array_equal(thumb_first[1:4], joints[13:16])
+    assert sorted(MANO_TO_THUMB_FIRST) == list(range(21))
+
+
+def test_left_hand_fix(mano_dir, tmp_path):
+    fixed = load_mano_dir(mano_dir, "left")
+    mirrored = synthetic_mano_arrays("left")["shapedirs"][:, :, :10]
+    assert fixed.left_fix_applied
+    np.testing.assert_allclose(fixed.shapedirs, mirrored)  # the fix recovers the mirrored shape space
+    raw = load_mano_dir(mano_dir, "left", fix_left=False)  # DexYCB used the unfixed file
+    np.testing.assert_allclose(raw.shapedirs, synthetic_mano_arrays("right")["shapedirs"][:, :, :10])
+    # A corrected left file is left alone.
+    write_synthetic_mano(tmp_path / "MANO_RIGHT.pkl", "right")
+    write_synthetic_mano(tmp_path / "MANO_LEFT.pkl", "left", left_bug=False)
+    good = load_mano_dir(tmp_path, "left")
+    assert not good.left_fix_applied
+    np.testing.assert_allclose(good.shapedirs, mirrored)
+
+
+def test_find_mano_file(mano_dir, tmp_path, monkeypatch):
+    want = mano_dir / "MANO_RIGHT.pkl"
+    assert find_mano_file(mano_dir, "right") == want
+    assert find_mano_file(want, "right") == want
+    (tmp_path / "mano_v1_2" / "models").mkdir(parents=True)
+    (tmp_path / "mano_v1_2" / "models" / "MANO_LEFT.pkl").write_bytes(want.read_bytes())
+    assert find_mano_file(tmp_path / "mano_v1_2", "left").parent.name == "models"
+    monkeypatch.setenv("MANO_DIR", str(mano_dir))
+    assert find_mano_file(None, "right") == want
+    monkeypatch.delenv("MANO_DIR")
+    with pytest.raises(DataError, match="mano.is.tue.mpg.de"):
+        find_mano_file(None, "right")
+    with pytest.raises(DataError, match=str(tmp_path / "empty")):
+        find_mano_file(tmp_path / "empty", "right")
+
+
+def test_bad_files_name_the_file(mano_dir, tmp_path):
+    cut = tmp_path / "MANO_RIGHT.pkl"
+    cut.write_bytes((mano_dir / "MANO_RIGHT.pkl").read_bytes()[:5000])
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: not a readable MANO pickle"):
+        load_mano(cut)
+    lacking = tmp_path / "lacking.pkl"
+    arrays = synthetic_mano_arrays("right")
+    del arrays["posedirs"]
+    lacking.write_bytes(pickle.dumps(arrays, protocol=2))
+    with pytest.raises(DataError, match=r"lacking\.pkl: MANO pickle lacks posedirs"):
+        load_mano(lacking)
+    shaped = tmp_path / "shaped.pkl"
+    arrays = synthetic_mano_arrays("right")
+    arrays["weights"] = arrays["weights"][:, :15]
+    shaped.write_bytes(pickle.dumps(arrays, protocol=2))
+    with pytest.raises(DataError, match=r"weights has shape \(778, 15\)"):
+        load_mano(shaped)
+    listed = tmp_path / "list.pkl"
+    listed.write_bytes(pickle.dumps([1, 2], protocol=2))
+    with pytest.raises(DataError, match="holds a list"):
+        load_mano(listed)
