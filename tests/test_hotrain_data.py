@@ -1,0 +1,278 @@
+"""hotrain.data: shard listing, rank/worker partition, fixed step counts, mixing, augmentation, eval loader.
+
+Fixture shards are written here with webdataset's TarWriter in the exact ``hodata/1`` layout: key
+``source/split/sequence/frame``, ``png`` image, raw 8-bit ``seg.png``, ``json`` metadata. Each image is a
+colour-coded scene whose label map equals a colour threshold of the image (red = hand, blue = object), so
+any misalignment between image and mask after augmentation shows up as disagreeing pixels.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+from scipy.ndimage import maximum_filter, minimum_filter
+
+from hodata.errors import DataError
+from hodata.schema import encode_seg, make_key
+from hotrain.data import (STAGES, list_shards, make_eval_loader, make_train_loader, map_labels, normalize,
+                          parse_mix, parse_shard_name, rank_shards)
+
+RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (110, 110, 110)
+
+
+def scene(rng: np.random.Generator, w: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+    """RGB image with red (hand) and blue (object) rectangles; the label map is exactly their pixels."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[:] = GREY
+    seg = np.zeros((h, w), np.uint8)
+    for colour, label in ((BLUE, 2), (RED, 1), (BLUE, 2)):
+        x0, y0 = rng.integers(0, w - w // 3), rng.integers(0, h - h // 3)
+        x1, y1 = x0 + rng.integers(w // 6, w // 3), y0 + rng.integers(h // 6, h // 3)
+        img[y0:y1, x0:x1] = colour
+        seg[y0:y1, x0:x1] = label
+    seg[:2, :2] = 255  # a few ignore pixels
+    return img, seg
+
+
+def labels_of(img: np.ndarray) -> np.ndarray:
+    """Colour threshold that recovers the label map from an (augmented) image (HWC or CHW RGB)."""
+    if img.shape[0] == 3:
+        img = img.transpose(1, 2, 0)
+    r, g, b = (img[..., i].astype(int) for i in range(3))
+    return np.where(r > b + 60, 1, np.where(b > r + 60, 2, 0))
+
+
+def write_shards(out: Path, source: str, split: str, n_shards: int, per_shard: int, *, labels_object: bool = True,
+                 size=(64, 48), sizes=None, seed: int = 0) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for s in range(n_shards):
+        path = out / f"{source}-{split}-{s:06d}.tar"
+        with wds.TarWriter(str(path), encoder=False) as tw:
+            for i in range(per_shard):
+                w, h = sizes[i % len(sizes)] if sizes else size
+                img, seg = scene(rng, w, h)
+                if not labels_object:
+                    seg[seg == 2] = 0
+                meta = {"schema": "hodata/1", "source": source, "split": split, "sequence": f"s{s}",
+                        "frame": f"{i:04d}", "width": w, "height": h,
+                        "labels": {"hand": True, "object": labels_object}}
+                tw.write({"__key__": make_key(source, split, f"s{s}", f"{i:04d}"),
+                          "png": cv2.imencode(".png", img[..., ::-1])[1].tobytes(),
+                          "seg.png": encode_seg(seg), "json": json.dumps(meta).encode()})
+        paths.append(str(path))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> dict[str, list[str]]:
+    root = tmp_path_factory.mktemp("shards")
+    return {
+        "ego": write_shards(root, "ego", "train", 2, 6, labels_object=True, seed=1),
+        "fh": write_shards(root, "fh", "train", 1, 6, labels_object=False, seed=2),
+        "val": write_shards(root, "ego", "val", 3, 5, sizes=[(64, 48), (40, 56), (50, 30)], seed=3),
+        "root": [str(root)],
+    }
+
+
+def shard_of(key: str) -> str:
+    source, split, seq, _ = key.split("/")
+    return f"{source}-{split}-{int(seq[1:]):06d}.tar"
+
+
+# ------------------------------------------------------------------------------------------ listing
+
+
+def test_list_shards_folder_glob_comma_brace_and_split(shards):
+    root = shards["root"][0]
+    everything = list_shards(root)
+    assert len(everything) == 6 and everything == sorted(everything)
+    assert list_shards(root, split="val") == shards["val"]
+    assert list_shards(root, split="train") == sorted(shards["ego"] + shards["fh"])
+    assert list_shards(f"{root}/ego-*.tar", split="train") == shards["ego"]
+    assert list_shards(f"{root}/ego-val-{{000000..000002}}.tar") == shards["val"]
+    assert list_shards(f"{shards['fh'][0]},{shards['ego'][1]}") == [shards["fh"][0], shards["ego"][1]]
+    assert list_shards([shards["fh"][0], f"{root}/fh-*.tar"]) == shards["fh"]  # duplicates dropped
+    pipe = "pipe:aws s3 cp s3://bucket/x/egohos-val-000003.tar -"
+    assert list_shards(pipe, split="val") == [pipe]
+    assert parse_shard_name(pipe) == ("egohos", "val")
+    assert parse_shard_name("/a/ho3d-v3-test_indomain-000012.tar") == ("ho3d-v3", "test_indomain")
+
+
+def test_list_shards_errors_name_the_spec(shards, tmp_path):
+    with pytest.raises(DataError, match="no shard of split 'test'"):
+        list_shards(shards["root"], split="test")
+    with pytest.raises(DataError, match="nope-train-000000.tar: shard not found"):
+        list_shards(str(tmp_path / "nope-train-000000.tar"))
+    with pytest.raises(DataError, match="no shards match"):
+        list_shards(str(tmp_path / "*.tar"))
+    with pytest.raises(DataError, match="no \\*.tar shards"):
+        list_shards(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------------ labels
+
+
+def test_map_labels_and_normalize():
+    seg = torch.tensor([[0, 1, 2, 255]], dtype=torch.uint8)
+    assert map_labels(seg, "hand").tolist() == [[0, 1, 0, 255]]
+    assert map_labels(seg, "handobj").tolist() == [[0, 1, 2, 255]]
+    assert map_labels(seg, "hand").dtype == torch.int64 and STAGES == {"hand": 2, "handobj": 3}
+    with pytest.raises(ValueError, match="unknown stage"):
+        map_labels(seg, "objects")
+    img = torch.full((2, 3, 2, 2), 255, dtype=torch.uint8)
+    x = normalize(img)
+    assert x.dtype == torch.float32 and torch.allclose(x[0, :, 0, 0], torch.tensor([2.2489, 2.4286, 2.64]), atol=1e-3)
+    assert parse_mix("ho3d=0.5, egohos=1") == {"ho3d": 0.5, "egohos": 1.0}
+    with pytest.raises(ValueError, match="NAME=WEIGHT"):
+        parse_mix("ho3d")
+
+
+def test_linear_color_jitter_matches_torchvision_factors_and_leaves_masks_alone():
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2 import functional as TF
+
+    from hotrain.data import LinearColorJitter
+
+    x = torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    jitter = LinearColorJitter(0.3, 0.3, 0.3, 0.03)
+    neutral = {"brightness": 1.0, "contrast": 1.0, "saturation": 1.0, "hue": 0.0}
+    assert torch.equal(jitter.transform(tv_tensors.Image(x), neutral), x)
+    for name, value, reference in (("brightness", 1.2, TF.adjust_brightness), ("contrast", 0.7, TF.adjust_contrast),
+                                   ("saturation", 0.6, TF.adjust_saturation)):
+        ours = jitter.transform(tv_tensors.Image(x), neutral | {name: value}).int()
+        assert (ours - reference(x, value).int()).abs().max() <= 1, name
+    grey = jitter.transform(tv_tensors.Image(x), neutral | {"saturation": 0.0})
+    assert (grey.int().amax(0) - grey.int().amin(0)).max() <= 1
+    mask = torch.randint(0, 3, (24, 32), dtype=torch.uint8)
+    img, out_mask = jitter(tv_tensors.Image(x), tv_tensors.Mask(mask))
+    assert torch.equal(out_mask, mask) and img.dtype == torch.uint8 and not torch.equal(img, x)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def collect(loader) -> list[dict]:
+    return [b for b in loader]
+
+
+def test_train_batches_shapes_labels_and_alignment(shards):
+    for stage in ("handobj", "hand"):
+        loader = make_train_loader(shards["ego"] + shards["fh"], stage=stage, batch_size=3, crop_size=32,
+                                   num_workers=0, steps=6, seed=0)
+        batches = collect(loader)
+        assert len(batches) == len(loader) == 6
+        with_ignore = 0
+        for b in batches:
+            assert b["image"].dtype == torch.uint8 and b["image"].shape == (3, 3, 32, 32)
+            assert b["mask"].dtype == torch.int64 and b["mask"].shape == (3, 32, 32)
+            assert b["has_object"].dtype == torch.bool and b["has_object"].shape == (3,)
+            assert len(b["source"]) == len(b["key"]) == 3
+            allowed = {0, 1, 2, 255} if stage == "handobj" else {0, 1, 255}
+            assert set(b["mask"].unique().tolist()) <= allowed
+            for img, mask, src, has_obj in zip(b["image"].numpy(), b["mask"].numpy(), b["source"], b["has_object"]):
+                assert has_obj == (src == "ego")
+                want = labels_of(img)
+                if stage == "hand" or not has_obj:
+                    want[want == 2] = 0
+                # away from label edges (blurred by the antialiased resize) image and mask must agree
+                interior = (maximum_filter(mask, 5, mode="constant", cval=254) ==
+                            minimum_filter(mask, 5, mode="constant", cval=254)) & (mask != 255)
+                agree = (want[interior] == mask[interior]).mean()
+                assert interior.sum() > 200 and agree > 0.97, agree
+                with_ignore += int((mask == 255).any())
+        assert with_ignore > 0  # padding and ignore pixels are carried along as 255
+
+
+def test_same_seed_same_batches_other_epoch_differs(shards):
+    kw = dict(stage="handobj", batch_size=2, crop_size=32, num_workers=0, steps=4, seed=7)
+    a = collect(make_train_loader(shards["ego"], **kw))
+    b = collect(make_train_loader(shards["ego"], **kw))
+    c = collect(make_train_loader(shards["ego"], epoch=1, **kw))
+    assert all(torch.equal(x["image"], y["image"]) and torch.equal(x["mask"], y["mask"]) and x["key"] == y["key"]
+               for x, y in zip(a, b))
+    assert not all(torch.equal(x["image"], y["image"]) for x, y in zip(a, c))
+
+
+def test_global_rng_untouched(shards):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    collect(make_train_loader(shards["ego"], stage="hand", batch_size=2, crop_size=32, num_workers=0, steps=2, seed=0))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_exact_steps_per_rank_with_uneven_shards_and_workers(shards):
+    all_shards = shards["ego"] + shards["fh"]  # 3 shards, 2 ranks: rank 0 gets 2, rank 1 gets 1
+    seen = {}
+    for rank in (0, 1):
+        loader = make_train_loader(all_shards, stage="handobj", batch_size=2, crop_size=32, num_workers=2,
+                                   steps=5, seed=0, rank=rank, world_size=2)
+        batches = collect(loader)
+        assert len(batches) == 5
+        seen[rank] = {shard_of(k) for b in batches for k in b["key"]}
+        assert seen[rank] <= {Path(p).name for p in rank_shards(all_shards, rank, 2)}
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    # with workers the stream is still reproducible
+    again = collect(make_train_loader(all_shards, stage="handobj", batch_size=2, crop_size=32, num_workers=2,
+                                      steps=5, seed=0, rank=1, world_size=2))
+    assert [b["key"] for b in again] == [b["key"] for b in batches]
+    with pytest.raises(DataError, match="3 shard\\(s\\) for 4 ranks"):
+        make_train_loader(all_shards, stage="hand", batch_size=2, crop_size=32, num_workers=0, steps=1, seed=0,
+                          rank=0, world_size=4)
+
+
+def test_mix_weights(shards):
+    both = shards["ego"] + shards["fh"]
+    kw = dict(stage="handobj", batch_size=4, crop_size=32, num_workers=0, steps=10, seed=0)
+    only_fh = collect(make_train_loader(both, mix={"fh": 1.0}, **kw))
+    assert {s for b in only_fh for s in b["source"]} == {"fh"}
+    assert not any(b["has_object"].any() for b in only_fh)
+    counts = Counter(s for b in collect(make_train_loader(both, mix={"fh": 1.0, "ego": 3.0}, **kw)) for s in b["source"])
+    assert counts["ego"] > counts["fh"] > 0
+    with pytest.raises(ValueError, match="unknown source"):
+        make_train_loader(both, mix={"ho3d": 1.0}, **kw)
+    # two ranks: ego's 2 shards are split between them, fh's single shard is shared (with a warning)
+    seen = []
+    for rank in (0, 1):
+        with pytest.warns(UserWarning, match="fh has 1 shard"):
+            loader = make_train_loader(both, mix={"fh": 1.0, "ego": 1.0}, rank=rank, world_size=2, **kw)
+        seen.append({shard_of(k) for b in loader for k in b["key"]})
+    assert seen[0] - {"fh-train-000000.tar"} == {"ego-train-000000.tar"}
+    assert seen[1] - {"fh-train-000000.tar"} == {"ego-train-000001.tar"}
+
+
+# ------------------------------------------------------------------------------------------ evaluation
+
+
+def test_eval_each_sample_once_over_two_ranks_with_padding(shards):
+    keys = []
+    for rank in (0, 1):
+        for b in make_eval_loader(shards["val"], stage="handobj", batch_size=2, num_workers=2, rank=rank,
+                                  world_size=2):
+            assert b["image"].dtype == torch.uint8 and b["mask"].dtype == torch.int64
+            keys.extend(b["key"])
+    assert len(keys) == 15 and len(set(keys)) == 15
+    # one process: file order, padding to the batch maximum (image 0, mask 255)
+    one = list(make_eval_loader(shards["val"], stage="hand", batch_size=3, num_workers=0))
+    assert [k for b in one for k in b["key"]] == [f"ego/val/s{s}/{i:04d}" for s in range(3) for i in range(5)]
+    first = one[0]
+    assert first["image"].shape == (3, 3, 56, 64)  # sizes 64x48, 40x56, 50x30 -> 64 wide, 56 high
+    assert (first["mask"][1, :, 40:] == 255).all() and (first["mask"][2, 30:, :] == 255).all()
+    assert (first["image"][1, :, :, 40:] == 0).all() and (first["image"][2, :, 30:, :] == 0).all()
+    want, got = labels_of(first["image"][1, :, :, :40].numpy()), first["mask"][1, :, :40].numpy()
+    want[want == 2] = 0  # hand stage: objects are "not hand"
+    assert (want == got)[got != 255].all()  # no augmentation: exact
+    small = list(make_eval_loader(shards["val"], stage="hand", batch_size=1, num_workers=0, max_side=32))
+    assert all(max(b["image"].shape[-2:]) <= 32 for b in small)
+    assert set(torch.cat([b["mask"].flatten() for b in small]).unique().tolist()) <= {0, 1, 255}
+    assert list(make_eval_loader(shards["val"][:1], stage="hand", batch_size=2, num_workers=0, rank=1,
+                                 world_size=2)) == []
