@@ -14,7 +14,8 @@ Conventions (see DATASETS.md, "MANO model file"):
 - fingertips are not MANO joints: :data:`TIP_VERTICES` holds each dataset's own vertex ids.
 
 API the sources use (keep the names): :func:`find_mano_file`, :func:`load_mano` (``.faces``,
-``.forward(pose, betas, trans, flat_hand_mean=...) -> (vertices (778, 3), joints (16, 3))``),
+``.forward(pose, betas, trans, flat_hand_mean=...) -> (vertices (778, 3), joints (16, 3))``, batched with a
+leading axis B),
 :func:`load_mano_dir`; synthetic look-alike files: :mod:`hodata.demo.mano_model`.
 """
 
@@ -122,55 +123,83 @@ class ManoModel:
 
     # -------------------------------------------------------------------------------------- forward pass
     def full_pose(self, pose, flat_hand_mean: bool = True, pca_components: int | None = None) -> np.ndarray:
-        """The 48-D axis-angle pose MANO skins with.
+        """The 48-D axis-angle pose MANO skins with: (48,) for one hand, (B, 48) for a batch.
 
-        ``pose``: 48 values (3 root + 45 finger), or with ``pca_components=n``, 3 root + n PCA coefficients
-        (finger pose = coeffs @ the first n rows of ``hands_components``). ``flat_hand_mean=False`` adds
-        ``hands_mean`` to the finger pose.
+        ``pose``: (48,) or (B, 48) values (3 root + 45 finger), or with ``pca_components=n``, (3 + n,) or
+        (B, 3 + n): 3 root + n PCA coefficients (finger pose = coeffs @ the first n rows of
+        ``hands_components``). ``flat_hand_mean=False`` adds ``hands_mean`` to the finger pose.
         """
-        pose = np.asarray(pose, dtype=np.float64).ravel()
+        pose = np.asarray(pose, dtype=np.float64)
+        want = 48 if pca_components is None else 3 + pca_components
+        if pose.ndim not in (1, 2) or pose.shape[-1] != want:
+            what = "48 pose values" if pca_components is None else f"{want} pose values with {pca_components} PCA comps"
+            raise ValueError(f"expected {what} per hand, shaped ({want},) or (B, {want}); got shape {pose.shape}")
         if pca_components is not None:
-            if pose.size != 3 + pca_components:
-                raise ValueError(f"expected {3 + pca_components} pose values with {pca_components} PCA comps")
-            fingers = pose[3:] @ self.hands_components[:pca_components]
-            pose = np.concatenate([pose[:3], fingers])
-        elif pose.size != 48:
-            raise ValueError(f"expected 48 pose values, got {pose.size}")
+            fingers = pose[..., 3:] @ self.hands_components[:pca_components]
+            pose = np.concatenate([pose[..., :3], fingers], axis=-1)
         if not flat_hand_mean:
-            pose = np.concatenate([pose[:3], pose[3:] + self.hands_mean])
+            pose = np.concatenate([pose[..., :3], pose[..., 3:] + self.hands_mean], axis=-1)
         return pose
 
     def forward(self, pose, betas=None, trans=None, flat_hand_mean: bool = True,
                 pca_components: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Posed ``(vertices (778, 3), joints (16, 3))`` in metres; see :meth:`full_pose` for the pose."""
+        """Posed ``(vertices, joints)`` in metres: (778, 3), (16, 3) for one hand; (B, 778, 3), (B, 16, 3) when any
+        of ``pose`` (B, 48), ``betas`` (B, k) or ``trans`` (B, 3) has a batch axis (the others broadcast).
+
+        See :meth:`full_pose` for ``pose``; ``betas`` None means the mean shape (extra components beyond the
+        model's are ignored); ``trans`` is added after skinning.
+        """
         full = self.full_pose(pose, flat_hand_mean, pca_components)
-        betas = np.zeros(10) if betas is None else np.asarray(betas, dtype=np.float64).ravel()
-        n_betas = min(betas.size, self.shapedirs.shape[2])
-        v_shaped = self.v_template + self.shapedirs[:, :, :n_betas] @ betas[:n_betas]
-        rest_joints = self.J_regressor @ v_shaped
+        betas = np.zeros(self.shapedirs.shape[2]) if betas is None else np.asarray(betas, dtype=np.float64)
+        trans = np.zeros(3) if trans is None else np.asarray(trans, dtype=np.float64)
+        if betas.ndim not in (1, 2) or trans.ndim not in (1, 2) or trans.shape[-1] != 3:
+            raise ValueError(f"betas must be (k,) or (B, k) and trans (3,) or (B, 3); got {betas.shape}, {trans.shape}")
+        batched = max(full.ndim, betas.ndim, trans.ndim) == 2
+        sizes = {a.shape[0] for a in (full, betas, trans) if a.ndim == 2}
+        if len(sizes) > 1:
+            raise ValueError(f"batch sizes differ: pose {full.shape}, betas {betas.shape}, trans {trans.shape}")
+        n = sizes.pop() if sizes else 1
+        full, trans = np.broadcast_to(full, (n, 48)), np.broadcast_to(trans, (n, 3))
+        n_betas = min(betas.shape[-1], self.shapedirs.shape[2])
+        betas = np.broadcast_to(betas[..., :n_betas], (n, n_betas))
+        verts, joints = self._skin(full, betas)
+        verts, joints = verts + trans[:, None], joints + trans[:, None]
+        return (verts, joints) if batched else (verts[0], joints[0])
 
-        rots = axis_angle_to_matrix(full.reshape(N_JOINTS, 3))
-        pose_feature = (rots[1:] - np.eye(3)).reshape(-1)  # 15 x 9 row-major = 135
-        v_posed = v_shaped + self.posedirs @ pose_feature
+    def _skin(self, pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Linear blend skinning of B hands: pose (B, 48), betas (B, k) -> (B, 778, 3), (B, 16, 3)."""
+        n, k = betas.shape
+        v_shaped = self.v_template + (betas @ self.shapedirs[:, :, :k].reshape(-1, k).T).reshape(n, N_VERTS, 3)
+        rest = _matmul_each(self.J_regressor, v_shaped)  # (B, 16, 3) rest-pose joints
 
-        # Global rigid transform of each joint along the kinematic tree (parents precede children).
-        world = np.zeros((N_JOINTS, 4, 4))
+        rots = axis_angle_to_matrix(pose.reshape(-1, 3)).reshape(n, N_JOINTS, 3, 3)
+        pose_feature = (rots[:, 1:] - np.eye(3)).reshape(n, -1)  # 15 x 9 row-major = 135 per hand
+        v_posed = v_shaped + (pose_feature @ self.posedirs.reshape(-1, pose_feature.shape[1]).T).reshape(n, N_VERTS, 3)
+
+        # Global rotation and position of each joint along the kinematic tree (parents precede children).
+        g_rot = np.empty((n, N_JOINTS, 3, 3))
+        g_pos = np.empty((n, N_JOINTS, 3))
         for j in range(N_JOINTS):
-            local = np.eye(4)
-            local[:3, :3] = rots[j]
             p = self.parents[j]
-            local[:3, 3] = rest_joints[j] - (rest_joints[p] if p >= 0 else 0.0)
-            world[j] = local if p < 0 else world[p] @ local
-        joints = world[:, :3, 3].copy()
-        # Skinning matrices map rest-pose points: subtract the rotated rest joint.
-        skin = world.copy()
-        skin[:, :3, 3] -= np.einsum("jab,jb->ja", world[:, :3, :3], rest_joints)
-        per_vertex = np.einsum("vj,jab->vab", self.weights, skin)  # (778, 4, 4)
-        verts = np.einsum("vab,vb->va", per_vertex[:, :3, :3], v_posed) + per_vertex[:, :3, 3]
-        if trans is not None:
-            t = np.asarray(trans, dtype=np.float64).ravel()[:3]
-            verts, joints = verts + t, joints + t
-        return verts, joints
+            if p < 0:
+                g_rot[:, j], g_pos[:, j] = rots[:, j], rest[:, j]
+            else:
+                g_rot[:, j] = g_rot[:, p] @ rots[:, j]
+                g_pos[:, j] = g_pos[:, p] + np.einsum("bac,bc->ba", g_rot[:, p], rest[:, j] - rest[:, p])
+        # Skinning transform of each joint maps rest-pose points: x -> R (x - rest) + pos; blend per vertex.
+        offset = g_pos - np.einsum("bjac,bjc->bja", g_rot, rest)
+        per_joint = np.concatenate([g_rot.reshape(n, N_JOINTS, 9), offset], axis=2)  # (B, 16, 12)
+        per_vertex = _matmul_each(self.weights, per_joint)  # (B, 778, 12)
+        blend_rot = per_vertex[..., :9].reshape(n, N_VERTS, 3, 3)
+        verts = np.einsum("bvac,bvc->bva", blend_rot, v_posed) + per_vertex[..., 9:]
+        return verts, g_pos
+
+
+def _matmul_each(m: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """``m @ batch[i]`` for every i as one matrix product: (R, N) and (B, N, C) -> (B, R, C)."""
+    n, rows, cols = batch.shape
+    flat = batch.transpose(1, 0, 2).reshape(rows, n * cols)
+    return (m @ flat).reshape(m.shape[0], n, cols).transpose(1, 0, 2)
 
 
 def joints21(vertices: np.ndarray, joints: np.ndarray, tips: str = "ho3d", thumb_first: bool = False) -> np.ndarray:

@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=50)
     args = parser.parse_args()
     frames = scenes(args.frames)
-    print(f"{args.frames} frames of {SIZE[0]}x{SIZE[1]}, hand 1,518 faces + object 20,480 faces; ms/frame:")
+    print(f"{args.frames} frames of {SIZE[0]}x{SIZE[1]}, hand 1,538 faces + object 20,480 faces; ms/frame:")
     t_ours, c_ours, ours = timed(frames, "zbuffer")
     print(f"zbuffer (numba)    wall {t_ours * 1e3:7.2f}  cpu {c_ours * 1e3:7.2f}")
     if not pyrender_available():

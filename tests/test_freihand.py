@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from hodata.errors import DataError
 from hodata.schema import HAND, decode_seg
 from hodata.shards import BuildConfig, build
 from hodata.sources import open_source
+from hodata.sources._common import mask_iou
 from hodata.sources.freihand import VERSIONS, image_index, threshold_mask
 
 N = 5  # annotations in the fixture: 20 training images
@@ -190,3 +193,21 @@ def test_vertices_parse_like_json(demo_out, tmp_path):
     bad.write_text('[[[1, 2, "x"]]]')
     with pytest.raises(DataError, match="parsed"):
         load_vertices(bad, 1)
+
+
+def test_imports_no_other_source():
+    """A source module knows one dataset: the helpers FreiHAND shares with HO3D live in sources._common."""
+    code = ("import json, sys, hodata.sources.freihand; "
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('hodata.sources.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == ["hodata.sources._common", "hodata.sources.freihand"]
+
+
+def test_mask_iou():
+    a = np.zeros((4, 4), bool)
+    assert mask_iou(a, a) is None  # both empty: undefined, not 0 or 1
+    b = a.copy()
+    a[:2] = True
+    b[1:3] = True
+    assert mask_iou(a, b) == round(4 / 12, 4)
+

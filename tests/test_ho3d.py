@@ -5,7 +5,6 @@ Fixtures are the synthetic HO3D_v3 look-alike from hodata.demo.ho3d (160x120, sy
 
 from __future__ import annotations
 
-import io
 import json
 import pickle
 import shutil
@@ -24,8 +23,8 @@ from hodata.render import render_labels
 from hodata.schema import BACKGROUND, HAND, OBJECT, decode_seg
 from hodata.shards import BuildConfig, build
 from hodata.sources import open_source
-from hodata.sources.ho3d import (mano_vertices, opengl_to_opencv, project, provided_labels, read_meta,
-                                 sequence_group)
+from hodata.sources._common import mano_vertices
+from hodata.sources.ho3d import opengl_to_opencv, project, provided_labels, read_meta, sequence_group
 
 
 @pytest.fixture(scope="module")

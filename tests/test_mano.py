@@ -5,10 +5,14 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import sys
+from collections import Counter
 
 import numpy as np
 import pytest
+import scipy.sparse
+from scipy.sparse.csgraph import connected_components
 
+from fake_chumpy import BOOKKEEPING, fake_chumpy, write_chumpy_mano
 from hodata.demo.mano_model import synthetic_mano_arrays, synthetic_mano_dir, write_synthetic_mano
 from hodata.errors import DataError
 from hodata.mano import (MANO_TO_THUMB_FIRST, TIP_VERTICES, axis_angle_to_matrix, find_mano_file, joints21,
@@ -59,6 +63,54 @@ def test_reads_the_chumpy_pickle_format_without_chumpy(mano_dir, right):
     assert right.describe()["official_v1_2"] is False and len(right.md5) == 32
 
 
+def test_reads_a_pickle_written_by_a_fake_chumpy(tmp_path, monkeypatch):
+    arrays = synthetic_mano_arrays("right", seed=5)
+    arrays["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
+    path = write_chumpy_mano(tmp_path / "MANO_RIGHT.pkl", arrays)
+    assert not [m for m in sys.modules if m == "chumpy" or m.startswith("chumpy.")]  # the fake is gone again
+    raw = path.read_bytes()
+    assert raw[:2] == b"\x80\x02" and b"chumpy.reordering\nSelect" in raw and b"chumpy.ch\nCh" in raw
+    assert b"_parents" not in raw and b"_cache" not in raw  # Ch.__getstate__ drops them, as chumpy's does
+    monkeypatch.setitem(sys.modules, "chumpy", None)  # `import chumpy` fails, whatever is installed
+    with pytest.raises(ImportError):
+        import chumpy  # noqa: F401
+    model = load_mano(path)
+    assert arrays["shapedirs"].shape == (778, 3, 20)
+    np.testing.assert_array_equal(model.shapedirs, arrays["shapedirs"][:, :, :10])  # the Select's gather
+    np.testing.assert_array_equal(model.J_regressor, arrays["J_regressor"].toarray())
+
+
+def test_fake_chumpy_pickles_the_state_chumpy_pickles(tmp_path):
+    arrays = synthetic_mano_arrays("right")
+    path = write_chumpy_mano(tmp_path / "m.pkl", arrays)
+    with fake_chumpy():  # read back through the look-alike classes: the stored state is chumpy's
+        select = pickle.loads(path.read_bytes())["shapedirs"]
+        assert (type(select).__module__, type(select).__qualname__) == ("chumpy.reordering", "Select")
+        assert set(vars(select)) == {"a", "idxs", "preferred_shape", *BOOKKEEPING}
+        assert set(vars(select.a)) == {"x", *BOOKKEEPING} and type(select.a).__module__ == "chumpy.ch"
+        assert select.preferred_shape == (778, 3, 10) and select.idxs.size == 23_340
+        gathered = select.a.x.ravel()[select.idxs].reshape(select.preferred_shape)
+        np.testing.assert_array_equal(gathered, arrays["shapedirs"][:, :, :10])
+    assert "chumpy" not in sys.modules
+
+
+def test_synthetic_mesh_is_one_surface_open_at_the_wrist(right):
+    faces = right.faces
+    assert right.v_template.shape == (778, 3) and faces.shape == (1538, 3)  # MANO's counts
+    assert len(np.unique(faces)) == 778 and not (faces[:, [0, 1, 2]] == faces[:, [1, 2, 0]]).any()
+    directed = Counter((int(a), int(b)) for f in faces for a, b in zip(f, np.roll(f, -1)))
+    assert max(directed.values()) == 1  # consistently wound: a shared edge runs both ways once
+    undirected = Counter(frozenset(e) for e in directed)
+    assert set(undirected.values()) == {1, 2}
+    boundary = [e for e, n in undirected.items() if n == 1]
+    assert len(boundary) == 16 and set().union(*boundary) == set(range(16))  # only the wrist ring is open
+    n_parts, _ = connected_components(scipy.sparse.coo_matrix(
+        (np.ones(len(directed)), np.array(list(directed)).T), shape=(778, 778)))
+    assert n_parts == 1 and 778 - len(undirected) + 1538 == 1  # one surface with one hole: a disk, like MANO
+    v = right.v_template - right.v_template[:16].mean(axis=0)  # close the wrist at its centre
+    assert np.einsum("ij,ij->i", v[faces[:, 0]], np.cross(v[faces[:, 1]], v[faces[:, 2]])).sum() > 0  # outward
+
+
 def test_zero_pose_gives_the_template(right):
     verts, joints = right.forward(np.zeros(48), np.zeros(10))
     np.testing.assert_allclose(verts, right.v_template, atol=1e-12)
@@ -76,6 +128,46 @@ def test_forward_matches_a_joint_by_joint_reference(right, flat):
     ref_v, ref_j = reference_lbs(right, full, betas, trans)
     np.testing.assert_allclose(verts, ref_v, atol=1e-10)
     np.testing.assert_allclose(joints, ref_j, atol=1e-10)
+
+
+def test_batched_forward_equals_one_hand_at_a_time(right):
+    rng = np.random.default_rng(11)
+    pose, betas, trans = rng.normal(0, 0.4, (5, 48)), rng.normal(0, 1, (5, 10)), rng.normal(0, 0.1, (5, 3))
+    for flat in (True, False):
+        verts, joints = right.forward(pose, betas, trans, flat_hand_mean=flat)
+        assert verts.shape == (5, 778, 3) and joints.shape == (5, 16, 3)
+        for i in range(5):
+            one_v, one_j = right.forward(pose[i], betas[i], trans[i], flat_hand_mean=flat)
+            assert one_v.shape == (778, 3) and one_j.shape == (16, 3)
+            np.testing.assert_allclose(verts[i], one_v, rtol=0, atol=1e-12)
+            np.testing.assert_allclose(joints[i], one_j, rtol=0, atol=1e-12)
+            ref_v, ref_j = reference_lbs(right, right.full_pose(pose[i], flat_hand_mean=flat), betas[i], trans[i])
+            np.testing.assert_allclose(verts[i], ref_v, atol=1e-10)
+            np.testing.assert_allclose(joints[i], ref_j, atol=1e-10)
+
+
+def test_batched_forward_broadcasts_and_takes_pca(right):
+    rng = np.random.default_rng(12)
+    coeffs = rng.normal(0, 1, (4, 3 + 6))
+    verts, _ = right.forward(coeffs, np.ones(10), [0.0, 0.0, 0.5], pca_components=6)  # shared shape and trans
+    assert verts.shape == (4, 778, 3)
+    for i in range(4):
+        np.testing.assert_allclose(verts[i], right.forward(coeffs[i], np.ones(10), [0.0, 0.0, 0.5],
+                                                           pca_components=6)[0], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(right.full_pose(coeffs, pca_components=6)[:, 3:],
+                               coeffs[:, 3:] @ right.hands_components[:6])
+    betas = rng.normal(0, 1, (3, 10))
+    verts, joints = right.forward(np.zeros(48), betas)  # one pose, a batch of shapes
+    assert verts.shape == (3, 778, 3) and joints.shape == (3, 16, 3)
+    np.testing.assert_allclose(verts[2], right.forward(np.zeros(48), betas[2])[0], rtol=0, atol=1e-12)
+    verts, _ = right.forward(np.zeros((2, 48)))  # betas and trans default for every hand
+    np.testing.assert_allclose(verts, np.broadcast_to(right.v_template, (2, 778, 3)), atol=1e-12)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        right.forward(np.zeros((2, 48)), np.zeros((3, 10)))
+    with pytest.raises(ValueError, match="48 pose values"):
+        right.forward(np.zeros(47))
+    with pytest.raises(ValueError, match="9 pose values with 6 PCA"):
+        right.forward(np.zeros((2, 48)), pca_components=6)
 
 
 def test_pca_pose_uses_the_first_components(right):

@@ -6,8 +6,9 @@ stand-in classes named ``chumpy.reordering.Select`` / ``chumpy.ch.Ch``, so chump
 ``J_regressor`` as a ``csc_matrix`` under the old module path ``scipy.sparse.csc``.
 
 The geometry is a crude hand that articulates like MANO: a palm tube open at the wrist (a 16-vertex ring,
-like MANO's) and five capped finger tubes, 778 vertices in all; each finger bends at three joints in MANO's
-joint order (index, middle, little, ring, thumb). It has 1,518 faces where MANO has 1,538.
+like MANO's) joined to five finger tubes capped at their tips; each finger bends at three joints in MANO's
+joint order (index, middle, little, ring, thumb). Like MANO's, the mesh is one consistently wound surface,
+open only at the wrist, with MANO's 778 vertices and 1,538 faces.
 The left model mirrors the right one in x but, like the official release, ships the right hand's
 ``shapedirs`` (``left_bug=False`` writes corrected ones).
 """
@@ -141,7 +142,12 @@ def _fan(apex: int, ring_first: int, n: int, flip: bool) -> list[tuple[int, int,
 
 
 def _hand_geometry():
-    """Template vertices (778, 3), faces, skinning weights (778, 16) and each joint's vertex ring."""
+    """Template vertices (778, 3), faces (1538, 3), skinning weights (778, 16) and each joint's vertex ring.
+
+    One surface, open only at the wrist, like MANO's (for V vertices and a 16-edge wrist hole, a single
+    surface has 2V - 18 triangles: 1,538 for 778): a palm tube whose top joins the four finger tubes through
+    a knuckle strip, the thumb tube stitched into a hole in the palm's side, every finger capped at its tip.
+    """
     verts, faces, weights, rings = [], [], [], [None] * N_JOINTS
 
     def add(points, joint_weights):
@@ -151,17 +157,15 @@ def _hand_geometry():
         return start
 
     wrist_only = np.eye(N_JOINTS)[0]
-    # Palm: a flattened tube from the wrist (open ring, y = 0) to the knuckles, capped there.
-    palm_first = 0
+    # Palm: a flattened tube from the wrist (open ring, y = 0) to the knuckles.
     for r in range(PALM_RINGS):
         y = 0.095 * r / (PALM_RINGS - 1)
         width = 0.032 + 0.012 * min(1.0, 2 * y / 0.095)
         add(_ring((0.0, y, 0.0), (0, 1, 0), (width, 0.013), PALM_RING), wrist_only)
     rings[0] = list(range(PALM_RING))
-    faces += _tube_faces(palm_first, PALM_RINGS, PALM_RING)
-    apex = add([(0.0, 0.097, 0.0)], wrist_only)
-    faces += _fan(apex, palm_first + (PALM_RINGS - 1) * PALM_RING, PALM_RING, flip=True)
+    faces += _tube_faces(0, PALM_RINGS, PALM_RING)
 
+    base_rings = {}  # first joint of a finger -> its first (MCP) ring, open towards the palm
     for joint, base, direction, length in FINGERS:
         direction = np.asarray(direction, float) / np.linalg.norm(direction)
         chain = (joint, joint + 1, joint + 2)
@@ -169,9 +173,8 @@ def _hand_geometry():
         ts = np.concatenate([np.linspace(0, stops[1], 6)[:-1], np.linspace(stops[1], stops[2], 4)[:-1],
                              np.linspace(stops[2], length, 6)])
         assert len(ts) == FINGER_RINGS
-        base_apex = add([np.asarray(base) - 0.012 * direction], np.eye(N_JOINTS)[0])
         first = None
-        for i, t in enumerate(ts):
+        for t in ts:
             seg = int(np.searchsorted(stops, t, side="right")) - 1
             w = np.zeros(N_JOINTS)
             w[chain[seg]] = 1.0
@@ -180,24 +183,104 @@ def _hand_geometry():
             first = start if first is None else first
             if t in stops:
                 rings[chain[stops.index(t)]] = list(range(start, start + FINGER_RING))
-        faces += _fan(base_apex, first, FINGER_RING, flip=False)
+        base_rings[joint] = list(range(first, first + FINGER_RING))
         faces += _tube_faces(first, FINGER_RINGS, FINGER_RING)
         tip = add([np.asarray(base) + (length + 0.006) * direction], np.eye(N_JOINTS)[chain[2]])
         faces += _fan(tip, first + (FINGER_RINGS - 1) * FINGER_RING, FINGER_RING, flip=True)
 
     v = np.concatenate(verts)
-    w = np.concatenate(weights)
-    # Fill up to MANO's 778 vertices by splitting palm triangles at their centroids (1 vertex, +2 faces each).
-    k = 0
-    while len(v) < N_VERTS:
-        a, b, c = faces[k * 7]
+    faces += _knuckle_strip(v, base_rings)
+    faces = _attach_thumb(v, faces, base_rings[13])
+    v, w, faces, rings = _drop_unused(v, np.concatenate(weights), faces, rings)
+    # Fill up to MANO's 778 vertices by splitting palm triangles at their centroids (1 vertex, +2 faces each);
+    # the palm tube's faces come first in the list.
+    n_palm = (PALM_RINGS - 1) * PALM_RING * 2 - 8
+    picks = np.linspace(0, n_palm - 1, N_VERTS - len(v)).astype(int)
+    for k in picks:
+        a, b, c = faces[k]
         centroid = len(v)
         v = np.vstack([v, v[[a, b, c]].mean(axis=0)])
         w = np.vstack([w, w[[a, b, c]].mean(axis=0)])
-        faces[k * 7] = (a, b, centroid)
+        faces[k] = (a, b, centroid)
         faces += [(b, c, centroid), (c, a, centroid)]
-        k += 1
     return v, np.asarray(faces, np.int64), w, rings
+
+
+def _zip(a: list[int], b: list[int], key: np.ndarray) -> list[tuple[int, int, int]]:
+    """Triangles filling the strip between vertex chains ``a`` and ``b``, which run side by side in the same
+    direction (``key`` increasing along both): always advance the chain whose next vertex comes first, so the
+    strip is covered without overlaps. Winding: a[i] -> a[i + 1] and b[j + 1] -> b[j]."""
+    i = j = 0
+    out = []
+    while i < len(a) - 1 or j < len(b) - 1:
+        if j == len(b) - 1 or (i < len(a) - 1 and key[a[i + 1]] <= key[b[j + 1]]):
+            out.append((a[i], a[i + 1], b[j]))
+            i += 1
+        else:
+            out.append((a[i], b[j + 1], b[j]))
+            j += 1
+    return out
+
+
+def _knuckle_strip(v: np.ndarray, base_rings: dict) -> list[tuple[int, int, int]]:
+    """Close the palm's top between its last ring and the first rings of the four fingers.
+
+    Seen along the fingers, the palm's top ring is an ellipse around four finger circles side by side. The
+    front half (-z) is one strip between the ring's front arc (+x to -x) and the fingers' front halves
+    chained from +x to -x (the edge from one finger to the next is the web between them); the back half
+    mirrors it. Ring vertex k sits at angle 2 pi k / n from +x towards -z, on palm and finger rings alike.
+    """
+    top = [(PALM_RINGS - 1) * PALM_RING + k for k in range(PALM_RING)]
+    fingers = sorted((j for j in base_rings if j != 13), key=lambda j: -v[base_rings[j]].mean(axis=0)[0])
+    half, quarter = PALM_RING // 2, FINGER_RING // 2
+    front_b = [base_rings[j][m] for j in fingers for m in range(quarter + 1)]
+    back_b = [base_rings[j][m % FINGER_RING] for j in reversed(fingers) for m in range(quarter, FINGER_RING + 1)]
+    x = v[:, 0]
+    return (_zip(top[:half + 1], front_b, -x)
+            + _zip(top[half:] + [top[0]], back_b, x))
+
+
+def _attach_thumb(v: np.ndarray, faces: list, thumb_ring: list[int]) -> list[tuple[int, int, int]]:
+    """Open a 2 x 2 quad hole in the palm's side wall next to the thumb's base and stitch the thumb's first
+    ring to its 8-vertex rim (the hole's centre vertex is dropped later, unused)."""
+    rows, cols = (2, 3), (PALM_RING - 2, PALM_RING - 1)  # quads (ring r..r+1, k..k+1) facing the thumb
+    gone = set()
+    for r in rows:
+        for k in cols:
+            first = (r * PALM_RING + k) * 2  # _tube_faces order: ring by ring, 2 faces per quad
+            gone.update((first, first + 1))
+    kept = [f for i, f in enumerate(faces) if i not in gone]
+
+    def at(r, k):
+        return r * PALM_RING + k % PALM_RING
+
+    r0, k0 = rows[0], cols[0]
+    rim = [at(r0, k0), at(r0, k0 + 1), at(r0, k0 + 2), at(r0 + 1, k0 + 2), at(r0 + 2, k0 + 2),
+           at(r0 + 2, k0 + 1), at(r0 + 2, k0), at(r0 + 1, k0)]  # the removed patch's boundary, its winding
+    return kept + _stitch_loops(v, rim, thumb_ring)
+
+
+def _stitch_loops(v: np.ndarray, rim: list[int], ring: list[int]) -> list[tuple[int, int, int]]:
+    """A collar of 2n triangles between two n-vertex loops that wind the same way around their common axis,
+    vertex i of ``rim`` facing the vertex of ``ring`` that makes the rungs shortest overall."""
+    n = len(rim)
+    cost = [np.linalg.norm(v[rim] - v[np.roll(ring, -s)], axis=1).sum() for s in range(n)]
+    turned = list(np.roll(ring, -int(np.argmin(cost))))
+    out = []
+    for i in range(n):
+        a, b, c, d = rim[i], rim[(i + 1) % n], turned[i], turned[(i + 1) % n]
+        out += [(a, b, c), (b, d, c)]
+    return out
+
+
+def _drop_unused(v, w, faces, rings):
+    """Remove vertices no face uses and renumber faces and joint rings."""
+    used = np.zeros(len(v), bool)
+    used[np.asarray(faces).ravel()] = True
+    new_id = np.cumsum(used) - 1
+    faces = [tuple(int(new_id[i]) for i in f) for f in faces]
+    rings = [[int(new_id[i]) for i in ring] for ring in rings]
+    return v[used], w[used], faces, rings
 
 
 def _mirror(arrays: dict) -> dict:

@@ -30,9 +30,9 @@ import cv2
 import numpy as np
 
 from hodata.errors import BadFrame, DataError
-from hodata.schema import BACKGROUND, HAND, Sample
+from hodata.schema import BACKGROUND, HAND, Sample, checked_image_size
 from hodata.sources import FrameRef, Source
-from hodata.sources.ho3d import check_image, find_right_mano, mask_iou
+from hodata.sources._common import find_right_mano, mask_iou
 from hodata.splits import assign_groups, load_split_file
 
 VERSIONS = ("gs", "hom", "sample", "auto")  # toolkit sample_version order: image i is VERSIONS[i // N]
@@ -224,7 +224,7 @@ class FreiHANDSource(Source):
             image = rgb_path.read_bytes()
         except OSError as e:
             raise BadFrame(f"image unreadable ({e.strerror})", rgb_path) from e
-        width, height = check_image(image, rgb_path)
+        width, height = checked_image_size(image, rgb_path)
         K = K_all[idx]
 
         provided, mask_path = self._provided(subset, idx, (width, height))

@@ -14,7 +14,6 @@ the (unknown) hand covers it, so they are skipped and the choice is recorded in 
 
 from __future__ import annotations
 
-import io
 import pickle
 import warnings
 from pathlib import Path
@@ -25,8 +24,9 @@ import numpy as np
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
-from hodata.schema import BACKGROUND, HAND, OBJECT, Sample
+from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size
 from hodata.sources import FrameRef, Source
+from hodata.sources._common import find_right_mano, mano_vertices, mask_iou
 from hodata.splits import assign_groups, load_split_file
 
 # Sequences recorded by several cameras are a base name plus a camera digit (ABF10..ABF14 -> ABF1); the
@@ -69,30 +69,6 @@ def axis_angle_matrix(rvec: Any) -> np.ndarray:
 def pose_object(verts: np.ndarray, obj_rot: Any, obj_trans: Any) -> np.ndarray:
     """YCB model vertices -> HO3D camera frame: ``R(objRot) @ v + objTrans``."""
     return verts @ axis_angle_matrix(obj_rot).T + np.asarray(obj_trans, dtype=np.float64).reshape(1, 3)
-
-
-# ------------------------------------------------------------------------------------------------- MANO
-
-def find_right_mano(mano_dir: Any) -> Path:
-    """MANO_RIGHT.pkl from --mano-dir (or env MANO_DIR); DataError saying where to get it otherwise."""
-    from hodata.mano import find_mano_file
-
-    return Path(find_mano_file(mano_dir, "right"))
-
-
-def mano_vertices(model: Any, pose: Any, betas: Any, trans: Any, flat_hand_mean: bool) -> np.ndarray:
-    """(778, 3) vertices of one posed MANO hand (trans added after skinning)."""
-    verts, _ = model.forward(np.asarray(pose, np.float64).reshape(48), np.asarray(betas, np.float64).reshape(10),
-                             np.asarray(trans, np.float64).reshape(3), flat_hand_mean=flat_hand_mean)
-    return np.asarray(verts, dtype=np.float64).reshape(-1, 778, 3)[0]
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float | None:
-    """IoU of two boolean masks; None when both are empty (undefined)."""
-    union = int(np.count_nonzero(a | b))
-    if union == 0:
-        return None
-    return round(int(np.count_nonzero(a & b)) / union, 4)
 
 
 # ---------------------------------------------------------------------------------------- provided masks
@@ -153,21 +129,6 @@ def read_meta(path: Path) -> dict[str, Any]:
         if arr.size != n or not np.all(np.isfinite(arr)):
             raise BadFrame(f"annotation field {k} has {arr.size} values (expected {n} finite)", path)
     return meta
-
-
-def check_image(data: bytes, path: Path) -> tuple[int, int]:
-    """(width, height) of an image after making sure it decodes to the end (truncated files do not)."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            size = im.size
-            if im.format == "JPEG":  # decode at 1/8 scale: fast, and still reads the stream to its end
-                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            im.load()
-    except Exception as e:  # noqa: BLE001 - PIL raises many types for corrupt data
-        raise BadFrame(f"image does not decode ({e})", path) from e
-    return size
 
 
 # ------------------------------------------------------------------------------------------------ source
@@ -342,7 +303,7 @@ class HO3DSource(Source):
             image = rgb_path.read_bytes()
         except OSError as e:
             raise BadFrame(f"image unreadable ({e.strerror})", rgb_path) from e
-        width, height = check_image(image, rgb_path)
+        width, height = checked_image_size(image, rgb_path)
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
 
         rendered, render_error = None, None
