@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import tarfile
 import multiprocessing as mp
 import os
 import sys
@@ -25,12 +26,12 @@ from typing import Any, Callable, Iterable, Iterator
 
 import cv2
 import numpy as np
-import webdataset as wds
 
 from hodata import __version__
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import Manifest, git_commit, options_fingerprint, utc_now
-from hodata.schema import SCHEMA, Sample, check_seg, class_pixel_counts, dumps_meta, encode_seg, key_part
+from hodata.schema import (SCHEMA, Sample, check_seg, class_pixel_counts, dumps_meta, encode_seg, key_part,
+                           label_histogram)
 from hodata.sources import FrameRef, Source
 
 TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
@@ -106,6 +107,7 @@ def resize_sample(s: Sample, max_side: int) -> Sample:
 class Encoded:
     """A sample ready for the tar writer (made in a worker), or a skip record."""
 
+    split: str
     index: int
     key: str | None = None
     members: dict[str, bytes] | None = None
@@ -122,16 +124,18 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
         s = source.load(ref)
         if max_side:
             s = resize_sample(s, max_side)
-        check_seg(s.seg, s.width, s.height)
+        hist = label_histogram(s.seg)
+        check_seg(s.seg, s.width, s.height, hist)
         if s.image_ext not in ("jpg", "png"):
             raise BadFrame(f"unsupported image type {s.image_ext!r}")
         members = {"__key__": s.key, s.image_ext: s.image, "seg.png": encode_seg(s.seg), "json": dumps_meta(s.meta())}
     except (BadFrame, DataError, ValueError, OSError) as e:
-        return Encoded(index, skipped=_skip_record(ref, index, e))
+        return Encoded(ref.split, index, skipped=_skip_record(ref, index, e))
     # bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512
     nbytes = sum(512 + -(-len(v) // 512) * 512 for k, v in members.items() if k != "__key__")
+    counts = class_pixel_counts(s.seg, hist)
     quality = {k: float(v) for k, v in (s.extra.get("mask_agreement") or {}).items() if v is not None}
-    return Encoded(index, s.key, members, nbytes, class_pixel_counts(s.seg), (s.width, s.height), quality or None)
+    return Encoded(ref.split, index, s.key, members, nbytes, counts, (s.width, s.height), quality or None)
 
 
 def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
@@ -151,15 +155,15 @@ def _init_worker(source: Source, max_side: int | None) -> None:
     _WORKER["source"], _WORKER["max_side"] = source, max_side
 
 
-def _work(item: tuple[int, FrameRef]) -> Encoded:
-    return encode_frame(_WORKER["source"], item[0], item[1], _WORKER["max_side"])
+def _work(item: tuple[str, int, FrameRef]) -> Encoded:
+    return encode_frame(_WORKER["source"], item[1], item[2], _WORKER["max_side"])
 
 
-def encode_ordered(source: Source, items: Iterable[tuple[int, FrameRef]], workers: int,
+def encode_ordered(source: Source, items: Iterable[tuple[str, int, FrameRef]], workers: int,
                    max_side: int | None) -> Iterator[Encoded]:
-    """Encode frames in order; with workers, a bounded window of tasks keeps memory flat."""
+    """Encode (split, index, ref) items in order; with workers, a bounded window of tasks keeps memory flat."""
     if workers <= 0:
-        for i, ref in items:
+        for _split, i, ref in items:
             yield encode_frame(source, i, ref, max_side)
         return
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
@@ -192,20 +196,32 @@ class _HashingFile(io.RawIOBase):
 
 
 class ShardWriter:
-    """Writes one shard to ``<name>.tmp``; ``finish`` fsyncs and renames it into place."""
+    """Writes one shard to ``<name>.tmp``; ``finish`` fsyncs and renames it into place.
+
+    Members are ``<key>.<ext>`` in a plain USTAR tar, exactly what ``webdataset.WebDataset`` reads. Written with
+    the standard library's tarfile rather than webdataset's TarWriter: importing webdataset pulls in torch
+    (~0.5 GB and seconds per process), which a builder and its worker processes never need.
+    """
 
     def __init__(self, out: Path, name: str):
         self.path, self.tmp = out / name, out / (name + ".tmp")
         self._file = open(self.tmp, "wb")
         self._hash = _HashingFile(self._file)
-        self._tar = wds.TarWriter(self._hash, encoder=False, mtime=TAR_MTIME)
+        self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.USTAR_FORMAT)
         self.samples, self.payload = 0, 0
         self.class_pixels: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
         self.quality: dict[str, list[float]] = {}
 
     def write(self, enc: Encoded) -> None:
-        self._tar.write(enc.members)
+        key = enc.members["__key__"]
+        for ext, data in enc.members.items():
+            if ext == "__key__":
+                continue
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+            info.uname = info.gname = "hodata"
+            self._tar.addfile(info, io.BytesIO(data))
         self.samples += 1
         self.payload += enc.nbytes
         for k, v in (enc.class_pixels or {}).items():
@@ -293,54 +309,45 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
         "splits": {},
     }
     kept_shards, kept_skips = _verified_prefix(out, previous)
-    written = 0
     t0 = time.time()
     progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress, source.name)
-    try:
+    splits: dict[str, _SplitWriter] = {}
+    for split, split_refs in by_split.items():
+        shards = kept_shards.get(split, [])
+        start = shards[-1]["frames"][1] if shards else 0
+        record["shards"].extend(shards)
+        record["skipped"].extend(s for s in kept_skips.get(split, []) if s["index"] < start)
+        if shards:
+            progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
+        splits[split] = _SplitWriter(out, source.name, split, len(shards), start, cfg, record, manifest,
+                                     progress, on_shard)
+    progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
+
+    def todo():  # every frame not covered by a kept shard, split after split, in order
         for split, split_refs in by_split.items():
-            shards = kept_shards.get(split, [])
-            start = shards[-1]["frames"][1] if shards else 0
-            skipped = [s for s in kept_skips.get(split, []) if s["index"] < start]
-            record["shards"].extend(shards)
-            record["skipped"].extend(skipped)
-            progress.advance(start, resumed=True)
-            if shards:
-                progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
-            index = len(shards)
-            writer: ShardWriter | None = None
-            shard_start, shard_skips = start, []
+            for i in range(splits[split].shard_start, len(split_refs)):
+                yield split, i, split_refs[i]
 
-            def close(end: int) -> None:
-                nonlocal writer, index, shard_start, shard_skips
-                info = writer.finish() | {"split": split, "frames": [shard_start, end], "skipped": len(shard_skips)}
-                record["shards"].append(info)
-                record["skipped"].extend(shard_skips)
-                manifest.update(source.name, record)
-                progress.log(f"{info['name']}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
-                             + (f", {len(shard_skips)} skipped" if shard_skips else ""))
-                if on_shard:
-                    on_shard(info)
-                writer, index, shard_start, shard_skips = None, index + 1, end, []
-
-            items = ((i, split_refs[i]) for i in range(start, len(split_refs)))
-            for enc in encode_ordered(source, items, cfg.workers, cfg.max_side):
-                progress.advance(1)
-                if enc.skipped:
-                    shard_skips.append(enc.skipped)
-                    progress.log(f"skipped {enc.skipped['sequence']}/{enc.skipped['frame']}: {enc.skipped['reason']}")
-                    continue
-                if writer and (writer.samples >= cfg.max_samples or writer.payload + enc.nbytes + 1024 > cfg.max_bytes):
-                    close(enc.index)
-                if writer is None:
-                    writer = ShardWriter(out, shard_name(source.name, split, index))
-                writer.write(enc)
-                written += 1
-                if stop_after is not None and written >= stop_after:
-                    raise BuildInterrupted(f"stopped after {written} samples (test hook)")
-            if writer:
-                close(len(split_refs))
-            elif shard_skips:  # trailing frames all skipped: attach them to the split, no empty shard
-                record["skipped"].extend(shard_skips)
+    written = 0
+    current: _SplitWriter | None = None
+    try:
+        # one worker pool for the whole build; results come back in frame order
+        for enc in encode_ordered(source, todo(), cfg.workers, cfg.max_side):
+            progress.advance(1)
+            if current is None or current.split != enc.split:
+                if current is not None:
+                    current.finish(len(by_split[current.split]))
+                current = splits[enc.split]
+            if enc.skipped:
+                current.skip(enc.skipped)
+                continue
+            current.add(enc)
+            written += 1
+            if stop_after is not None and written >= stop_after:
+                raise BuildInterrupted(f"stopped after {written} samples (test hook)")
+        if current is not None:
+            current.finish(len(by_split[current.split]))
+        for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     finally:  # on any exit a half shard stays as .tmp, never read as complete; the manifest keeps the rest
         progress.close()
@@ -350,6 +357,48 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
     record["totals"] = _totals(record)
     manifest.update(source.name, record)
     return record
+
+
+class _SplitWriter:
+    """Cuts one split's sample stream into shards and records each finished shard in the manifest."""
+
+    def __init__(self, out, source_name, split, next_index, shard_start, cfg, record, manifest, progress, on_shard):
+        self.out, self.source_name, self.split, self.index = out, source_name, split, next_index
+        self.shard_start, self.cfg, self.record, self.manifest = shard_start, cfg, record, manifest
+        self.progress, self.on_shard = progress, on_shard
+        self.writer: ShardWriter | None = None
+        self.skips: list[dict] = []
+
+    def skip(self, rec: dict) -> None:
+        self.skips.append(rec)
+        self.progress.log(f"skipped {rec['sequence']}/{rec['frame']}: {rec['reason']}")
+
+    def add(self, enc: "Encoded") -> None:
+        w = self.writer
+        if w and (w.samples >= self.cfg.max_samples or w.payload + enc.nbytes + 1024 > self.cfg.max_bytes):
+            self._close(enc.index)  # frames skipped before this one belong to the closed shard
+        if self.writer is None:
+            self.writer = ShardWriter(self.out, shard_name(self.source_name, self.split, self.index))
+        self.writer.write(enc)
+
+    def finish(self, end: int) -> None:
+        if self.writer:
+            self._close(end)
+        elif self.skips:  # trailing frames all skipped: record them, write no empty shard
+            self.record["skipped"].extend(self.skips)
+            self.skips = []
+
+    def _close(self, end: int) -> None:
+        info = self.writer.finish() | {"split": self.split, "frames": [self.shard_start, end],
+                                       "skipped": len(self.skips)}
+        self.record["shards"].append(info)
+        self.record["skipped"].extend(self.skips)
+        self.manifest.update(self.source_name, self.record)
+        self.progress.log(f"{info['name']}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
+                          + (f", {len(self.skips)} skipped" if self.skips else ""))
+        if self.on_shard:
+            self.on_shard(info)
+        self.writer, self.index, self.shard_start, self.skips = None, self.index + 1, end, []
 
 
 def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:

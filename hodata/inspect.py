@@ -1,0 +1,632 @@
+"""``hodata inspect``: read shards end to end and report counts, class balance, provenance and problems.
+
+Every shard is streamed once with :mod:`tarfile` (members grouped into samples by key, the part of the
+basename before its first dot, as webdataset does) while its sha256 is computed on the same bytes. Only
+counts are kept, plus the few samples a seeded reservoir picks for the contact sheet, so memory stays flat
+whatever the size of the data.
+
+Problems (exit code 1): an unreadable or truncated tar, a sample missing its image, ``seg.png`` or
+``json``, json that does not parse or is not ``hodata/1``, a mask whose size differs from the image, label
+values outside 0/1/2/255, a duplicate key, a shard whose sha256 or sample count differs from the
+manifest, a shard the manifest lists but the folder lacks. Warnings (exit code 0): a build recorded as not
+complete, a leftover ``*.tar.tmp`` of such a build (a killed build; rerunning it resumes and removes the
+file), a shard on disk that the folder's manifest does not list. A ``*.tar.tmp`` that no in-progress build
+accounts for is a problem: nothing will clean it up and its data is in no shard.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import io
+import json
+import random
+import sys
+import tarfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from hodata.errors import DataError
+from hodata.manifest import MANIFEST_NAME
+from hodata.schema import CLASS_NAMES, IMAGE_EXTS, SCHEMA, VALID_LABELS, decode_seg, image_size, key_part, make_key
+
+REPORT_SCHEMA = "hodata-inspect/1"
+MAX_LISTED_PROBLEMS = 1000  # kept in the report; the count is always exact
+TAR_END_MARKER = 1024  # a complete tar ends with (at least) two 512-byte zero blocks
+DEFAULT_SHEET_SAMPLES = 16
+FIRST_SKIP_REASONS = 3
+
+
+# --------------------------------------------------------------------------------------------- findings
+
+
+@dataclass
+class Finding:
+    """One problem or warning, naming the shard (or file) and, where it applies, the sample key."""
+
+    kind: str
+    where: str
+    message: str
+    key: str | None = None
+
+    def line(self) -> str:
+        return f"{self.where}: " + (f"{self.key}: " if self.key else "") + self.message
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "where": self.where, "key": self.key, "message": self.message}
+
+
+class Findings:
+    """Problems and warnings, capped in number kept but counted exactly."""
+
+    def __init__(self) -> None:
+        self.problems: list[Finding] = []
+        self.warnings: list[Finding] = []
+        self.n_problems = 0
+        self.n_warnings = 0
+
+    def problem(self, kind: str, where: object, message: str, key: str | None = None) -> None:
+        self.n_problems += 1
+        if len(self.problems) < MAX_LISTED_PROBLEMS:
+            self.problems.append(Finding(kind, str(where), message, key))
+
+    def warning(self, kind: str, where: object, message: str, key: str | None = None) -> None:
+        self.n_warnings += 1
+        if len(self.warnings) < MAX_LISTED_PROBLEMS:
+            self.warnings.append(Finding(kind, str(where), message, key))
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+
+
+@dataclass
+class Inputs:
+    shards: list[Path]  # complete shards to read, in a stable order
+    partials: list[Path]  # leftover ``*.tar.tmp`` files
+    folders: list[Path]  # folders whose manifest.json (when present) describes the shards
+
+
+def resolve_inputs(paths: list[Path]) -> Inputs:
+    """Expand folders (their ``*.tar``) and quoted globs; a path that matches nothing is a DataError."""
+    files: list[Path] = []
+    folders: list[Path] = []
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            folders.append(p)
+            files.extend(sorted(p.glob("*.tar")) + sorted(p.glob("*.tar.tmp")))
+        elif p.is_file():
+            files.append(p)
+        elif glob.has_magic(str(p)):
+            matches = sorted(Path(m) for m in glob.glob(str(p)))
+            if not matches:
+                raise DataError("no file matches this pattern", p)
+            for m in matches:
+                if m.is_dir():
+                    folders.append(m)
+                    files.extend(sorted(m.glob("*.tar")) + sorted(m.glob("*.tar.tmp")))
+                else:
+                    files.append(m)
+        else:
+            raise DataError("no such file or folder", p)
+    seen: set[Path] = set()
+    shards, partials = [], []
+    for f in files:
+        r = f.resolve()
+        if r in seen:
+            continue
+        seen.add(r)
+        (partials if f.name.endswith(".tar.tmp") else shards).append(f)
+    for f in shards + partials:
+        if f.parent not in folders:
+            folders.append(f.parent)
+    folders = _unique_folders(folders)
+    if not shards and not partials and not any((d / MANIFEST_NAME).exists() for d in folders):
+        raise DataError("no *.tar shards found", paths[0] if len(paths) == 1 else ", ".join(map(str, paths)))
+    return Inputs(shards, partials, folders)
+
+
+def _unique_folders(folders: list[Path]) -> list[Path]:
+    out, seen = [], set()
+    for d in folders:
+        r = d.resolve()
+        if r not in seen:
+            seen.add(r)
+            out.append(d)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- manifests
+
+
+@dataclass
+class ManifestIndex:
+    """What the manifests beside the shards promise: per shard file its record, per folder its builds."""
+
+    builds: dict[Path, dict[str, dict]] = field(default_factory=dict)  # folder -> {source: record}
+    shards: dict[Path, tuple[str, dict]] = field(default_factory=dict)  # resolved shard path -> (source, entry)
+
+    def build_for_file(self, path: Path) -> tuple[str, dict] | None:
+        """The build record whose source prefix names this (partial) shard file."""
+        for source, rec in self.builds.get(path.parent.resolve(), {}).items():
+            if path.name.startswith(key_part(source) + "-"):
+                return source, rec
+        return None
+
+
+def read_manifests(folders: list[Path], findings: Findings) -> ManifestIndex:
+    index = ManifestIndex()
+    for folder in folders:
+        path = folder / MANIFEST_NAME
+        if not path.exists():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            builds = data["builds"]
+            if not isinstance(builds, dict):
+                raise TypeError("'builds' is not an object")
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            findings.problem("manifest_unreadable", path, f"manifest does not read ({type(e).__name__}: {e})")
+            continue
+        index.builds[folder.resolve()] = builds
+        for source, rec in builds.items():
+            if rec.get("status") != "complete":
+                findings.warning("build_incomplete", path, f"build of {source!r} is {rec.get('status', 'unknown')}, "
+                                 "not complete (killed or still running?): rerun the same build command to resume")
+            for entry in rec.get("shards", []):
+                shard = folder / entry["name"]
+                index.shards[shard.resolve()] = (source, entry)
+                if not shard.exists():
+                    findings.problem("shard_missing", shard, f"listed in {path} (source {source!r}) but missing")
+    return index
+
+
+def check_partials(partials: list[Path], index: ManifestIndex, findings: Findings) -> None:
+    for p in partials:
+        found = index.build_for_file(p)
+        if found and found[1].get("status") != "complete":
+            findings.warning("partial_shard", p, f"half-written shard of the unfinished {found[0]!r} build "
+                             "(read by nothing; the next run of the build removes it)")
+        else:
+            findings.problem("partial_shard", p, "half-written shard that no unfinished build in manifest.json "
+                             "accounts for (a killed build?): rebuild, or delete it")
+
+
+# ------------------------------------------------------------------------------------------ tar streaming
+
+
+class _HashingReader(io.RawIOBase):
+    """A read-only file that hashes what passes through it and keeps its last bytes."""
+
+    def __init__(self, f) -> None:
+        self.f, self.sha, self.count, self.tail = f, hashlib.sha256(), 0, b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self.f.readinto(b)
+        if n:
+            view = memoryview(b)[:n]
+            self.sha.update(view)
+            self.count += n
+            self.tail = (self.tail + bytes(view[-TAR_END_MARKER:]))[-TAR_END_MARKER:]
+        return n or 0
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+
+@dataclass
+class RawSample:
+    key: str
+    members: dict[str, bytes]  # extension ("jpg", "seg.png", "json", ...) -> bytes
+
+
+@dataclass
+class TarScan:
+    """What reading one tar file found out besides its samples."""
+
+    sha256: str = ""
+    nbytes: int = 0
+    error: str | None = None  # why the tar could not be read to its end
+
+
+def split_member_name(name: str) -> tuple[str, str] | None:
+    """``dir/base.ext.more`` -> (``dir/base``, ``ext.more``): webdataset's key / extension rule."""
+    head, _, base = name.rpartition("/")
+    stem, dot, ext = base.partition(".")
+    if not dot or not stem:
+        return None
+    return (f"{head}/{stem}" if head else stem), ext
+
+
+def iter_tar_samples(path: Path, scan: TarScan, findings: Findings) -> Iterator[RawSample]:
+    """Stream one tar: yield samples (consecutive members sharing a key), fill ``scan`` at the end."""
+    current: RawSample | None = None
+    try:
+        with open(path, "rb") as raw:
+            reader = _HashingReader(raw)
+            try:
+                with tarfile.open(fileobj=io.BufferedReader(reader, 1 << 20), mode="r|*") as tf:
+                    for member in tf:
+                        if not member.isfile():
+                            continue
+                        parts = split_member_name(member.name)
+                        f = tf.extractfile(member)
+                        data = f.read() if f else b""
+                        if len(data) != member.size:
+                            raise tarfile.ReadError(f"member {member.name} is cut short")
+                        if parts is None:
+                            findings.problem("bad_member", path, f"member {member.name!r} has no extension")
+                            continue
+                        key, ext = parts
+                        if current is not None and current.key != key:
+                            yield current
+                            current = None
+                        if current is None:
+                            current = RawSample(key, {})
+                        if ext in current.members:
+                            findings.problem("duplicate_member", path, f"member {ext!r} appears twice", key)
+                        current.members[ext] = data
+            except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+                scan.error = f"{type(e).__name__}: {e}"
+            reader.drain()
+            if scan.error is None and (reader.count < TAR_END_MARKER or reader.tail.strip(b"\0")):
+                scan.error = "no end-of-archive marker (file cut short)"
+            scan.sha256, scan.nbytes = reader.sha.hexdigest(), reader.count
+    except OSError as e:
+        scan.error = f"cannot open ({e.strerror or e})"
+    if current is not None and scan.error is None:
+        yield current
+    elif current is not None:  # the last sample of a truncated tar: its members may be incomplete
+        findings.problem("truncated_sample", path, "last sample before the truncation is dropped", current.key)
+
+
+# ------------------------------------------------------------------------------------------ sample checks
+
+
+@dataclass
+class Candidate:
+    """A sample kept for the contact sheet."""
+
+    image: bytes
+    seg: np.ndarray
+    caption: str
+
+
+class Reservoir:
+    """Seeded reservoir sampling (algorithm R): a uniform, reproducible pick of ``k`` items from a stream."""
+
+    def __init__(self, k: int, seed: int) -> None:
+        self.k, self.rng, self.seen = k, random.Random(seed), 0
+        self.items: list[Any] = []
+
+    def slot(self) -> int | None:
+        """Where the next item goes (an index into ``items``, or ``len(items)`` to append), or None."""
+        self.seen += 1
+        if self.k <= 0:
+            return None
+        if len(self.items) < self.k:
+            return len(self.items)
+        j = self.rng.randrange(self.seen)
+        return j if j < self.k else None
+
+    def put(self, slot: int, item: Any) -> None:
+        if slot == len(self.items):
+            self.items.append(item)
+        else:
+            self.items[slot] = item
+
+
+def label_histogram(seg: np.ndarray) -> np.ndarray:
+    """Pixels per 8-bit value (cv2.calcHist is ~3x faster than np.bincount, exact below 2**24 pixels)."""
+    if seg.size < 1 << 24:
+        return cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel().astype(np.int64)
+    return np.bincount(seg.ravel(), minlength=256)
+
+
+@dataclass
+class SourceStats:
+    samples_by_split: Counter = field(default_factory=Counter)
+    shards_by_split: dict[str, set] = field(default_factory=lambda: defaultdict(set))
+    pixels: Counter = field(default_factory=Counter)  # class name -> pixels
+    labels: Counter = field(default_factory=Counter)  # "hand"/"object" -> samples that annotate it
+    sizes: Counter = field(default_factory=Counter)  # "WxH" -> samples
+
+
+class Inspector:
+    """Accumulates counts over every sample of every shard; keeps nothing else but the reservoir."""
+
+    def __init__(self, findings: Findings, reservoir: Reservoir) -> None:
+        self.findings = findings
+        self.reservoir = reservoir
+        self.sources: dict[str, SourceStats] = defaultdict(SourceStats)
+        self.first_shard_of_key: dict[str, str] = {}
+        self.shard_rows: list[dict[str, Any]] = []
+
+    def inspect_shard(self, path: Path, expected: tuple[str, dict] | None) -> None:
+        scan = TarScan()
+        samples = 0
+        for raw in iter_tar_samples(path, scan, self.findings):
+            samples += 1
+            self.check_sample(path, raw)
+        if scan.error:
+            self.findings.problem("unreadable_tar", path, f"unreadable or truncated tar: {scan.error}")
+        if expected is not None:
+            source, entry = expected
+            if entry.get("sha256") and scan.sha256 and entry["sha256"] != scan.sha256:
+                self.findings.problem("sha256_mismatch", path, f"sha256 {scan.sha256[:16]}... differs from the "
+                                      f"manifest's {entry['sha256'][:16]}... (file changed or corrupted)")
+            if entry.get("samples") is not None and entry["samples"] != samples:
+                self.findings.problem("sample_count_mismatch", path,
+                                      f"{samples} samples read, manifest says {entry['samples']}")
+        self.shard_rows.append({"shard": str(path), "samples": samples, "bytes": scan.nbytes, "sha256": scan.sha256,
+                                "in_manifest": expected is not None, "readable": scan.error is None})
+
+    def check_sample(self, path: Path, raw: RawSample) -> None:
+        problem, key, where = self.findings.problem, raw.key, path
+        if key in self.first_shard_of_key:
+            first = self.first_shard_of_key[key]
+            problem("duplicate_key", where, "duplicate key" + ("" if first == str(path) else f" (also in {first})"), key)
+        else:
+            self.first_shard_of_key[key] = str(path)
+        if key.rpartition("/")[2].startswith("_"):
+            problem("bad_key", where, "key starts with '_' (webdataset reads it as metadata)", key)
+        image_ext = next((e for e in IMAGE_EXTS if e in raw.members), None)
+        missing = [m for m, ok in (("jpg/png", image_ext), ("seg.png", "seg.png" in raw.members),
+                                   ("json", "json" in raw.members)) if not ok]
+        if missing:
+            problem("missing_member", where, f"missing {', '.join(missing)} (has {', '.join(sorted(raw.members))})", key)
+
+        meta = self._read_meta(where, raw)
+        source = str(meta.get("source") or key.split("/")[0]) if meta else key.split("/")[0]
+        split = str(meta.get("split") or "?") if meta else (key.split("/") + ["?"])[1]
+        stats = self.sources[source]
+        stats.samples_by_split[split] += 1
+        stats.shards_by_split[split].add(str(path))
+        if meta:
+            labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
+            for name in ("hand", "object"):
+                stats.labels[name] += bool(labels.get(name))
+
+        size = None
+        if image_ext:
+            try:
+                size = image_size(raw.members[image_ext])
+                stats.sizes[f"{size[0]}x{size[1]}"] += 1
+            except Exception as e:  # noqa: BLE001 - PIL raises many types for bad bytes
+                problem("bad_image", where, f"{image_ext} does not decode ({type(e).__name__}: {e})", key)
+            if size and meta and (meta.get("width"), meta.get("height")) != size:
+                problem("size_mismatch", where, f"image is {size[0]}x{size[1]}, json says "
+                        f"{meta.get('width')}x{meta.get('height')}", key)
+        seg = None
+        if "seg.png" in raw.members:
+            try:
+                seg = decode_seg(raw.members["seg.png"])
+            except ValueError as e:
+                problem("bad_seg", where, str(e), key)
+        if seg is not None:
+            counts = label_histogram(seg)
+            for v in VALID_LABELS:
+                stats.pixels[CLASS_NAMES[v]] += int(counts[v])
+            bad = [v for v in np.flatnonzero(counts).tolist() if v not in VALID_LABELS]
+            if bad:
+                stats.pixels["other"] += int(counts.sum() - sum(int(counts[v]) for v in VALID_LABELS))
+                problem("bad_labels", where, f"seg.png has values outside 0/1/2/255: {bad[:8]}", key)
+            if size and (seg.shape[1], seg.shape[0]) != size:
+                problem("size_mismatch", where, f"seg.png is {seg.shape[1]}x{seg.shape[0]}, "
+                        f"image is {size[0]}x{size[1]}", key)
+                seg = None
+        if seg is not None and size is not None:
+            slot = self.reservoir.slot()
+            if slot is not None:
+                self.reservoir.put(slot, Candidate(raw.members[image_ext], seg, key))
+
+    def _read_meta(self, where: Path, raw: RawSample) -> dict[str, Any] | None:
+        if "json" not in raw.members:
+            return None
+        try:
+            meta = json.loads(raw.members["json"])
+        except ValueError as e:
+            self.findings.problem("bad_json", where, f"json does not parse ({e})", raw.key)
+            return None
+        if not isinstance(meta, dict):
+            self.findings.problem("bad_json", where, "json is not an object", raw.key)
+            return None
+        if meta.get("schema") != SCHEMA:
+            self.findings.problem("bad_schema", where, f"json schema is {meta.get('schema')!r}, not {SCHEMA!r}",
+                                  raw.key)
+        try:
+            expected_key = make_key(meta["source"], meta["split"], meta["sequence"], meta["frame"])
+        except (KeyError, ValueError):
+            self.findings.problem("bad_json", where, "json lacks source/split/sequence/frame", raw.key)
+        else:
+            if expected_key != raw.key:
+                self.findings.problem("key_mismatch", where, f"key differs from the json's {expected_key!r}", raw.key)
+        return meta
+
+
+# ------------------------------------------------------------------------------------------------ report
+
+
+def build_report(inputs: Inputs, index: ManifestIndex, insp: Inspector, findings: Findings,
+                 sheet: Path | None) -> dict[str, Any]:
+    splits, balance, labels, sizes = [], {}, {}, {}
+    for source in sorted(insp.sources):
+        st = insp.sources[source]
+        for split in sorted(st.samples_by_split):
+            splits.append({"source": source, "split": split, "shards": len(st.shards_by_split[split]),
+                           "samples": st.samples_by_split[split]})
+        total = sum(st.pixels.values())
+        balance[source] = {"pixels": dict(st.pixels),
+                           "fractions": {k: (v / total if total else 0.0) for k, v in st.pixels.items()}}
+        n = sum(st.samples_by_split.values())
+        labels[source] = {"samples": n, "hand": st.labels["hand"], "object": st.labels["object"]}
+        sizes[source] = dict(st.sizes.most_common())
+    provenance = []
+    for folder, builds in index.builds.items():
+        for source, rec in sorted(builds.items()):
+            skipped = rec.get("skipped", [])
+            provenance.append({
+                "source": source, "manifest": str(folder / MANIFEST_NAME), "status": rec.get("status"),
+                "command": " ".join(map(str, rec.get("command") or [])), "hodata_version": rec.get("hodata_version"),
+                "git_commit": rec.get("git_commit"), "root": (rec.get("source") or {}).get("root"),
+                "started": rec.get("started"), "finished": rec.get("finished"), "skipped": len(skipped),
+                "first_skips": [f"{s.get('sequence')}/{s.get('frame')}: {s.get('reason')}"
+                                for s in skipped[:FIRST_SKIP_REASONS]],
+            })
+    return {
+        "schema": REPORT_SCHEMA,
+        "inputs": {"shards": [str(p) for p in inputs.shards], "partials": [str(p) for p in inputs.partials],
+                   "manifests": [str(f / MANIFEST_NAME) for f in index.builds]},
+        "totals": {"shards": len(insp.shard_rows), "samples": sum(r["samples"] for r in insp.shard_rows),
+                   "bytes": sum(r["bytes"] for r in insp.shard_rows)},
+        "shards": insp.shard_rows,
+        "splits": splits,
+        "class_balance": balance,
+        "labels": labels,
+        "image_sizes": sizes,
+        "provenance": provenance,
+        "problem_count": findings.n_problems,
+        "warning_count": findings.n_warnings,
+        "problems": [f.as_dict() for f in findings.problems],
+        "warnings": [f.as_dict() for f in findings.warnings],
+        "contact_sheet": str(sheet) if sheet else None,
+    }
+
+
+@dataclass
+class Table:
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+
+
+def report_tables(report: dict[str, Any]) -> list[Table]:
+    """The human-readable view of a report, as plain tables (rendered by rich or as text)."""
+    t = report["totals"]
+    tables = [Table(f"Samples per source/split ({t['samples']} in {t['shards']} shard(s), {t['bytes'] / 1e6:.1f} MB)",
+                    ["source", "split", "shards", "samples"],
+                    [[r["source"], r["split"], str(r["shards"]), str(r["samples"])] for r in report["splits"]])]
+    classes = ["background", "hand", "object", "ignore"]
+    rows = []
+    for source, b in report["class_balance"].items():
+        fr = b["fractions"]
+        rows.append([source] + [f"{fr.get(c, 0.0):.2%}" for c in classes]
+                    + ([f"{fr['other']:.2%}"] if fr.get("other") else [""]))
+    tables.append(Table("Class pixel balance", ["source"] + classes + ["invalid"], rows))
+    tables.append(Table("Label availability (samples whose json says the class is annotated)",
+                        ["source", "samples", "labels.hand", "labels.object"],
+                        [[s, str(v["samples"]), str(v["hand"]), str(v["object"])]
+                         for s, v in report["labels"].items()]))
+    tables.append(Table("Image sizes", ["source", "size", "samples"],
+                        [[s, size, str(n)] for s, d in report["image_sizes"].items() for size, n in d.items()]))
+    for p in report["provenance"]:  # one narrow field/value table per build: commands and paths are long
+        rows = [["status", str(p["status"])], ["command", p["command"]], ["hodata version", str(p["hodata_version"])],
+                ["git commit", str(p["git_commit"])], ["root", str(p["root"])], ["started", str(p["started"])],
+                ["finished", str(p["finished"])], ["skipped frames", str(p["skipped"])]]
+        rows += [["  skip reason", s] for s in p["first_skips"]]
+        tables.append(Table(f"Provenance of {p['source']} ({p['manifest']})", ["field", "value"], rows))
+    return tables
+
+
+def findings_lines(report: dict[str, Any]) -> list[str]:
+    lines = []
+    for label, items, count in (("WARNING", report["warnings"], report["warning_count"]),
+                                ("PROBLEM", report["problems"], report["problem_count"])):
+        for f in items:
+            lines.append(f"{label} [{f['kind']}] {Finding(f['kind'], f['where'], f['message'], f['key']).line()}")
+        if count > len(items):
+            lines.append(f"{label} ... and {count - len(items)} more")
+    n = report["problem_count"]
+    lines.append(f"{n} problem(s), {report['warning_count']} warning(s)" if n or report["warning_count"]
+                 else "no problems found")
+    if report["contact_sheet"]:
+        lines.append(f"contact sheet: {report['contact_sheet']}")
+    return lines
+
+
+def print_report(report: dict[str, Any], as_json: bool, stream=None) -> None:
+    stream = stream or sys.stdout
+    if as_json:
+        json.dump(report, stream, indent=1, sort_keys=True)
+        stream.write("\n")
+        return
+    tables, lines = report_tables(report), findings_lines(report)
+    if stream.isatty():
+        from rich.console import Console
+        from rich.table import Table as RichTable
+
+        console = Console(file=stream)
+        for t in tables:
+            rt = RichTable(title=t.title, title_justify="left")
+            for c in t.columns:
+                rt.add_column(c, overflow="fold")
+            for r in t.rows:
+                rt.add_row(*r)
+            console.print(rt)
+        for line in lines:
+            style = "red" if line.startswith("PROBLEM") else "yellow" if line.startswith("WARNING") else "bold"
+            console.print(line, style=style, markup=False, highlight=False)
+    else:
+        for t in tables:
+            stream.write(format_plain_table(t) + "\n")
+        stream.write("\n".join(lines) + "\n")
+
+
+def format_plain_table(t: Table) -> str:
+    """Columns aligned with spaces; multi-line cells continue on indented lines."""
+    cells = [[c.split("\n") for c in row] for row in t.rows]
+    widths = [max([len(col)] + [len(r[i][0]) for r in cells]) for i, col in enumerate(t.columns)]
+    out = [f"== {t.title}", "  ".join(c.ljust(w) for c, w in zip(t.columns, widths)).rstrip()]
+    for row in cells:
+        out.append("  ".join(c[0].ljust(w) for c, w in zip(row, widths)).rstrip())
+        for c in row:
+            out.extend(f"    {extra}" for extra in c[1:])
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------- run
+
+
+def inspect_paths(paths: list[Path], n_samples: int = 0, seed: int = 0) -> tuple[dict[str, Any], list[Candidate]]:
+    """Read everything under ``paths``; return the report and the contact-sheet candidates."""
+    inputs = resolve_inputs([Path(p) for p in paths])
+    findings = Findings()
+    index = read_manifests(inputs.folders, findings)
+    check_partials(inputs.partials, index, findings)
+    insp = Inspector(findings, Reservoir(n_samples, seed))
+    for shard in inputs.shards:
+        expected = index.shards.get(shard.resolve())
+        if expected is None and shard.parent.resolve() in index.builds:
+            findings.warning("not_in_manifest", shard, f"not listed in {shard.parent / MANIFEST_NAME}")
+        insp.inspect_shard(shard, expected)
+    return build_report(inputs, index, insp, findings, None), insp.reservoir.items
+
+
+def run_inspect(paths: list[Path], n_samples: int = 0, sheet: Path | None = None, seed: int = 0,
+                as_json: bool = False) -> int:
+    """The ``hodata inspect`` command: print the report, write the contact sheet; 1 when problems exist."""
+    if n_samples and sheet is None:
+        raise DataError("--samples needs --out sheet.png")
+    if sheet is not None and not n_samples:
+        n_samples = DEFAULT_SHEET_SAMPLES
+    report, candidates = inspect_paths(paths, n_samples if sheet else 0, seed)
+    if sheet is not None:
+        from hodata.contact_sheet import write_contact_sheet
+
+        if candidates:
+            write_contact_sheet(candidates, Path(sheet))
+            report["contact_sheet"] = str(sheet)
+        else:
+            report["warnings"].append(Finding("no_sheet", str(sheet), "no readable sample to draw").as_dict())
+            report["warning_count"] += 1
+    print_report(report, as_json)
+    return 1 if report["problem_count"] else 0
