@@ -31,7 +31,11 @@ def assign_groups(groups: Iterable[str], val_fraction: float, seed: str = "hodat
 
 
 def load_split_file(path: str | Path) -> dict[str, str]:
-    """Read a ``{"train": [...], "val": [...], ...}`` list file into group -> split."""
+    """Read a split file into group -> split.
+
+    Two forms: lists per split ``{"train": [...], "val": [...]}``, or the ``{group: split}`` mapping a build
+    records in its manifest (``split_assignment``), so a later build can reproduce an earlier one's split.
+    """
     from hodata.errors import DataError
 
     path = Path(path)
@@ -39,6 +43,10 @@ def load_split_file(path: str | Path) -> dict[str, str]:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"cannot read split file: {e}", path) from e
+    if not isinstance(data, dict):
+        raise DataError("split file must hold a JSON object", path)
+    if data and all(isinstance(v, str) for k, v in data.items() if not k.startswith("_")):
+        return {k: v for k, v in data.items() if not k.startswith("_")}
     out: dict[str, str] = {}
     for split, members in data.items():
         if split.startswith("_"):

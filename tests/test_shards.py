@@ -158,3 +158,20 @@ def test_max_side_resizes_image_mask_and_camera(tmp_path):
     assert set(np.unique(seg)) <= {0, 1, 2, 255}
     K = np.array(meta["camera"]["K"])
     assert K[0, 0] == pytest.approx(15.0) and K[0, 2] == pytest.approx((32 + 0.5) * 0.5 - 0.5)
+
+
+def test_split_file_accepts_lists_and_recorded_assignment(tmp_path):
+    from hodata.splits import assign_groups, load_split_file
+
+    groups = [f"seq{i}" for i in range(20)]
+    a = assign_groups(groups, 0.2)
+    assert a == assign_groups(list(reversed(groups)), 0.2)  # order-independent
+    assert "val" in a.values() and "train" in a.values()
+    lists = tmp_path / "lists.json"
+    lists.write_text(json.dumps({"train": [g for g in groups if a[g] == "train"], "val": [g for g in groups if a[g] == "val"]}))
+    mapping = tmp_path / "mapping.json"
+    mapping.write_text(json.dumps(a))
+    assert load_split_file(lists) == a == load_split_file(mapping)
+    lists.write_text(json.dumps({"train": ["x"], "val": ["x"]}))
+    with pytest.raises(DataError, match="both"):
+        load_split_file(lists)
