@@ -5,7 +5,9 @@ or empty batches). Under DDP each rank accumulates its own samples and ``reduce_
 place, so every rank ends with the split's totals (the pitfall torchvision once had: reducing a copy).
 
 For a source whose ``labels.object`` is false, in the 3-class stage its "background" pixels may be objects:
-only its hand IoU is meaningful, and the report says so.
+only hand vs not-hand is known there. When ``update`` is told ``has_object``, such samples count a predicted
+object as "not hand" (folded into background), so the overall matrix never charges the model for finding an
+object that the source simply did not label; their per-source report says only the hand IoU is meaningful.
 """
 
 from __future__ import annotations
@@ -63,6 +65,11 @@ class ConfusionMatrix:
             self.per_source = {k: v.to(pred.device) for k, v in self.per_source.items()}
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
+        if has_object is not None and c == 3:
+            unlabelled = ~torch.as_tensor([bool(x) for x in has_object], device=pred.device)
+            if unlabelled.any():  # objects unannotated here: only hand vs not-hand can be scored
+                fold = unlabelled.view(-1, 1, 1) & (pred == 2)
+                pred = torch.where(fold, torch.zeros_like(pred), pred)
         names = list(source) if source is not None else None
         if names is not None and len(names) != pred.shape[0]:
             raise ValueError(f"{len(names)} source names for a batch of {pred.shape[0]}")

@@ -47,15 +47,16 @@ def test_per_source_and_partial_label_report(tmp_path):
     target = t([[[0, 1, 2, 0]], [[0, 1, 0, 0]]])  # fh: object predicted where labels say "not hand"
     cm.update(pred, target, ["ego", "fh"], torch.tensor([True, False]))
     assert cm.per_source["ego"].tolist() == [[1, 0, 1], [0, 1, 0], [0, 0, 1]]
-    assert cm.per_source["fh"].tolist() == [[2, 0, 1], [0, 1, 0], [0, 0, 0]]
+    # fh labels no objects: its predicted object is only "not hand", which is right there
+    assert cm.per_source["fh"].tolist() == [[3, 0, 0], [0, 1, 0], [0, 0, 0]]
     assert torch.equal(cm.mat, cm.per_source["ego"] + cm.per_source["fh"])
     rep = cm.report()
     json.dumps(rep)  # JSON-able: no NaN, no tensors
     assert rep["classes"] == ["background", "hand", "object"]
-    assert rep["iou"]["object"] == pytest.approx(1 / 3) and rep["pixel_accuracy"] == pytest.approx(6 / 8)
+    assert rep["iou"]["object"] == pytest.approx(1 / 2) and rep["pixel_accuracy"] == pytest.approx(7 / 8)
     fh = rep["per_source"]["fh"]
     assert fh["object_labels"] is False and fh["meaningful"] == ["hand"] and fh["mean_iou"] is None
-    assert fh["iou"]["hand"] == 1.0 and fh["iou"]["object"] == 0.0
+    assert fh["iou"]["hand"] == 1.0 and fh["iou"]["object"] is None
     ego = rep["per_source"]["ego"]
     assert ego["mean_iou"] == pytest.approx((0.5 + 1 + 0.5) / 3)
     assert rep["object_labelled"]["sources"] == ["ego"] and rep["object_labelled"]["mean_iou"] == ego["mean_iou"]
@@ -102,3 +103,15 @@ def test_reduce_is_a_noop_without_a_process_group():
     cm.update(t([[1, 0]]), t([[1, 1]]))
     before = cm.mat.clone()
     assert cm.reduce_() is cm and torch.equal(cm.mat, before)
+
+
+def test_predicted_objects_in_hand_only_sources_count_as_not_hand():
+    from hotrain.metrics import ConfusionMatrix
+
+    target = torch.tensor([[[0, 0, 1, 1]], [[0, 2, 1, 0]]])
+    pred = torch.tensor([[[2, 0, 1, 1]], [[2, 2, 1, 0]]])  # sample 0 (no object labels) "finds" an object
+    cm = ConfusionMatrix(3)
+    cm.update(pred, target, ["egohands", "ho3d"], torch.tensor([False, True]))
+    assert cm.mat[0, 2] == 1  # only ho3d's wrong object counts against background
+    assert cm.mat[0, 0] == 3 and cm.mat[2, 2] == 1
+    assert cm.per_source["egohands"][0, 0] == 2 and cm.per_source["egohands"][:, 2].sum() == 0
