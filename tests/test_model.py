@@ -1,0 +1,160 @@
+"""hotrain.model / hotrain.checkpoint: weights sources (never downloaded), head surgery, atomic checkpoints."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from hodata.errors import DataError
+from hotrain import checkpoint as ckpt_io
+from hotrain.model import (
+    MODELS,
+    OBJECT_BIAS_OFFSET,
+    WeightsError,
+    build_model,
+    cached_weights_path,
+    expand_classes,
+    model_from_checkpoint,
+)
+from hotrain.train import DEFAULTS, make_optimizer, make_scheduler, resolve_config
+
+MOBILE = "deeplabv3_mobilenet_v3_large"
+
+
+@pytest.fixture
+def hub(tmp_path, monkeypatch):
+    """An empty, private torch hub cache (the user's real cache is never read or written)."""
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return tmp_path / "hub" / "checkpoints"
+
+
+def fixed_input(seed=0, size=64):
+    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def test_missing_cached_weights_give_a_clear_message_naming_the_file(hub):
+    _, coco, imagenet = MODELS[MOBILE]
+    for choice, enum in (("coco", coco), ("imagenet", imagenet)):
+        with pytest.raises(WeightsError) as e:
+            build_model(MOBILE, 2, weights=choice)
+        msg = str(e.value)
+        assert str(hub / enum.url.rsplit("/", 1)[1]) in msg and "get_state_dict" in msg and "--weights none" in msg
+    assert not hub.exists() or not any(hub.iterdir())  # nothing was fetched
+
+
+def test_coco_weights_from_cache_load_all_but_the_class_convs(hub):
+    _, coco, _ = MODELS[MOBILE]
+    torch.manual_seed(1)  # stand-in for the real file: a 21-class COCO/VOC-shaped model with aux head
+    reference = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                                            num_classes=21, aux_loss=True)
+    hub.mkdir(parents=True)
+    torch.save(reference.state_dict(), cached_weights_path(coco))
+    model, origin = build_model(MOBILE, 3, weights="coco", aux=True)
+    assert "COCO" in origin and str(cached_weights_path(coco)) in origin
+    ref = reference.state_dict()
+    for k, v in model.state_dict().items():
+        if k.startswith(("classifier.4", "aux_classifier.4")):
+            assert v.shape[0] == 3
+        else:
+            assert torch.equal(v, ref[k]), k
+
+
+def test_imagenet_backbone_weights_from_cache(hub):
+    _, _, imagenet = MODELS[MOBILE]
+    torch.manual_seed(2)
+    classifier = torchvision.models.mobilenet_v3_large(weights=None)
+    hub.mkdir(parents=True)
+    torch.save(classifier.state_dict(), cached_weights_path(imagenet))
+    model, origin = build_model(MOBILE, 2, weights="imagenet", aux=False)
+    assert "ImageNet" in origin
+    src = classifier.state_dict()
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, src["features." + k]), k
+
+
+def test_local_weights_file_and_checkpoint_file(tmp_path):
+    torch.manual_seed(3)
+    a, _ = build_model(MOBILE, 2, aux=False)
+    torch.save(a.state_dict(), tmp_path / "w.pt")
+    b, origin = build_model(MOBILE, 2, weights=str(tmp_path / "w.pt"), aux=False)
+    assert str(tmp_path / "w.pt") in origin
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="junk.pt"):
+        build_model(MOBILE, 2, weights=str(tmp_path / "junk.pt"))
+
+
+def test_head_surgery_keeps_bg_and_hand_logits_and_adds_a_low_object_row():
+    torch.manual_seed(4)
+    model, _ = build_model(MOBILE, 2, aux=True, bn_momentum=0.1)
+    model.eval()
+    x = fixed_input()
+    with torch.no_grad():
+        before = model(x)
+        expand_classes(model, 3)
+        after = model(x)
+    for head in ("out", "aux"):
+        assert after[head].shape[1] == 3
+        torch.testing.assert_close(after[head][:, :2], before[head], rtol=0, atol=1e-5)
+        # object row = background row lowered by the offset: p_obj starts at exp(-4) * p_bg
+        torch.testing.assert_close(after[head][:, 2], before[head][:, 0] - OBJECT_BIAS_OFFSET, rtol=0, atol=1e-4)
+    assert (after["out"].argmax(1) == before["out"].argmax(1)).all()
+
+
+def test_model_from_checkpoint_widens_a_hand_checkpoint(tmp_path):
+    torch.manual_seed(5)
+    model, _ = build_model(MOBILE, 2, aux=False, bn_momentum=0.1)
+    cfg = dict(DEFAULTS, model=MOBILE, aux=False, bn_momentum=0.1, stage="hand")
+    ckpt_io.save_atomic({"model": model.state_dict(), "config": cfg, "num_classes": 2}, tmp_path / "hand.pt")
+    ckpt = ckpt_io.load(tmp_path / "hand.pt")
+    wide = model_from_checkpoint(ckpt, 3).eval()
+    x = fixed_input(1)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(x)["out"][:, :2], model.eval()(x)["out"], rtol=0, atol=1e-5)
+
+
+def test_tiny_preset_sets_bn_momentum_0_1_everywhere():
+    cfg = resolve_config({"preset": "tiny", "shards": "x"})
+    assert cfg["model"] == MOBILE and cfg["bn_momentum"] == 0.1 and cfg["optimizer"] == "adamw"
+    assert resolve_config({"preset": "tiny", "shards": "x", "steps": 7})["steps"] == 7  # CLI wins over preset
+    model, origin = build_model(cfg["model"], 2, aux=cfg["aux"], bn_momentum=cfg["bn_momentum"])
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert bns and all(m.momentum == 0.1 for m in bns) and "momentum 0.1" in origin
+
+
+def test_poly_lr_follows_the_reference_formula():
+    cfg = dict(DEFAULTS, steps=10, warmup_steps=0, lr=0.02, optimizer="sgd")
+    opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
+    sched = make_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs == pytest.approx([0.02 * (1 - s / 10) ** 0.9 for s in range(10)])
+
+
+def test_checkpoint_is_atomic_and_loads_with_weights_only(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt_io.save_atomic({"model": {"w": torch.ones(2)}, "config": {"a": 1}, "step": 3}, path)
+    with pytest.raises(Exception):  # an unpicklable object fails mid-save ...
+        ckpt_io.save_atomic({"model": {}, "config": {}, "bad": lambda: 0}, path)
+    ckpt = torch.load(path, weights_only=True)  # ... and the previous file is intact, no temp file is left
+    assert ckpt["step"] == 3 and torch.equal(ckpt["model"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+    path.write_bytes(path.read_bytes()[:50])  # truncated
+    with pytest.raises(DataError, match="last.pt"):
+        ckpt_io.load(path)
+
+
+def test_rng_state_round_trip_through_a_weights_only_checkpoint(tmp_path):
+    random.seed(1), np.random.seed(2), torch.manual_seed(3)
+    ckpt_io.save_atomic({"rng": ckpt_io.rng_state()}, tmp_path / "r.pt")
+    expected = (random.random(), np.random.rand(), torch.rand(1).item())
+    random.seed(9), np.random.seed(9), torch.manual_seed(9)
+    ckpt_io.set_rng_state(torch.load(tmp_path / "r.pt", weights_only=True)["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected

@@ -1,0 +1,136 @@
+"""hotrain fit / eval on demo shards (CPU): learning, exact resume, checkpoints, hand -> handobj, evaluation."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from hodata.cli import main as hodata_main
+from hodata.schema import decode_seg
+from hotrain.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def run(args: list[str]) -> str:
+    res = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return res.output
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory) -> Path:
+    """EgoHOS-layout synthetic colour-blob frames -> hodata/1 shards (train 5 shards, val 1, test ...)."""
+    root = tmp_path_factory.mktemp("demo")
+    for args in (["demo", "--out", str(root / "egohos")],
+                 ["build", "--source", "egohos", "--root", str(root / "egohos"), "--out", str(root / "shards"),
+                  "--max-samples", "8", "--quiet"]):
+        res = CliRunner().invoke(hodata_main, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    return root / "shards"
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+# The tiny preset, a little shortened (tests), on a fixed seed.
+TINY = ["--preset", "tiny", "--weights", "none", "--no-progress", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def hand_run(shards, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "hand"
+    run(["fit", "--shards", str(shards), "--stage", "hand", "--out", str(out), *TINY])
+    return out
+
+
+def test_fit_learns_the_synthetic_task(hand_run):
+    recs = records(hand_run)
+    train = [r["loss"] for r in recs if "loss" in r]
+    val = [r for r in recs if r.get("split") == "val"]
+    assert np.mean(train[-3:]) < 0.85 * np.mean(train[:2]), train  # loss falls
+    best = max(r["iou_hand"] for r in val)
+    assert best > 0.35, val  # the hand is found on held-out sequences (a constant "background" scores 0)
+    log = (hand_run / "train.log").read_text()
+    assert "initial weights: random initialisation" in log
+    assert (hand_run / "tb").is_dir() and any((hand_run / "tb").iterdir())
+
+
+def test_checkpoints_load_with_weights_only_and_hold_everything(hand_run):
+    last = torch.load(hand_run / "last.pt", weights_only=True)
+    for key in ("model", "optimizer", "scheduler", "scaler", "step", "rng", "config", "num_classes", "best_miou"):
+        assert key in last, key
+    assert type(last["config"]) is dict and last["config"]["stage"] == "hand" and last["step"] == 150
+    assert last["config"]["model"] == "deeplabv3_mobilenet_v3_large" and last["num_classes"] == 2
+    best = torch.load(hand_run / "best.pt", weights_only=True)
+    val = [r for r in records(hand_run) if r.get("split") == "val"]
+    assert best["best_miou"] == pytest.approx(max(r["miou"] for r in val))
+    assert "optimizer" not in best  # model + config only
+    assert not list(hand_run.glob(".*tmp*"))  # no temp files left behind
+
+
+SHORT = ["--preset", "tiny", "--weights", "none", "--no-progress", "--steps", "6", "--steps-per-epoch", "4",
+         "--crop-size", "64", "--batch-size", "2", "--bn-recompute", "8"]
+SMALL = [*SHORT, "--aux", "--eval-every", "3", "--ckpt-every", "100"]  # aux head: dropout RNG matters on resume
+
+
+def test_resume_after_a_stop_gives_the_parameters_of_an_uninterrupted_run(shards, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run(["fit", "--shards", str(shards), "--out", str(a), *SMALL])
+    out = run(["fit", "--shards", str(shards), "--out", str(b), *SMALL, "--stop-at", "3"])  # mid-epoch 0
+    assert '"stopped": true' in out and torch.load(b / "last.pt", weights_only=True)["step"] == 3
+    run(["fit", "--shards", str(shards), "--out", str(b), *SMALL, "--resume"])
+    ra, rb = (json.loads((d / "ranks" / "rank0.json").read_text()) for d in (a, b))
+    assert ra["step"] == rb["step"] == 6
+    # bit for bit, parameters and buffers (dropout RNG, data stream, BN statistics restored)
+    assert ra["param_sha256"] == rb["param_sha256"] and ra["state_sha256"] == rb["state_sha256"]
+    loss = lambda d: [(r["step"], r["loss"]) for r in records(d) if "loss" in r]  # noqa: E731
+    assert loss(a) == loss(b)  # the metrics log was cut at the checkpoint and continued
+
+
+def test_handobj_from_a_hand_checkpoint(shards, hand_run, tmp_path):
+    out = tmp_path / "handobj"
+    run(["fit", "--shards", str(shards), "--stage", "handobj", "--init", str(hand_run / "last.pt"), "--out", str(out),
+         *SHORT])
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["num_classes"] == 3 and ck["classes"] == ["background", "hand", "object"]
+    assert ck["config"]["aux"] is False  # follows the init checkpoint (the tiny preset has no aux head)
+    assert "--init" in (out / "train.log").read_text() and "2 -> 3 classes" in (out / "train.log").read_text()
+
+
+def val_pixels(shards: Path) -> int:
+    n = 0
+    for shard in shards.glob("*-val-*.tar"):
+        with tarfile.open(shard) as tf:
+            for m in tf.getmembers():
+                if m.name.endswith(".seg.png"):
+                    n += int((decode_seg(tf.extractfile(m).read()) != 255).sum())
+    return n
+
+
+def test_eval_reports_every_val_pixel_once(shards, hand_run, tmp_path):
+    run(["eval", "--checkpoint", str(hand_run / "best.pt"), "--shards", str(shards), "--out", str(tmp_path / "ev")])
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    assert report["pixels"] == val_pixels(shards)
+    mat = np.array(report["confusion_matrix"])
+    assert mat.shape == (2, 2) and mat.sum() == report["pixels"]
+    assert report["iou"]["hand"] == pytest.approx(mat[1, 1] / (mat[1].sum() + mat[:, 1].sum() - mat[1, 1]))
+    assert "egohos" in report["per_source"] and report["checkpoint"]["stage"] == "hand"
+    png = (tmp_path / "ev" / "report.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bad_options_are_one_line_errors(shards, tmp_path, monkeypatch):
+    res = CliRunner().invoke(main, ["fit", "--shards", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "nothing" in res.output and "Traceback" not in res.output
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty_hub"))  # COCO weights not cached
+    res = CliRunner().invoke(main, ["fit", "--shards", str(shards), "--weights", "coco", "--out", str(tmp_path / "o"),
+                                    "--preset", "tiny"])
+    assert res.exit_code == 1 and "get_state_dict" in res.output and "empty_hub" in res.output
