@@ -5,3 +5,26 @@ from __future__ import annotations
 import os
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def egohos_demo_shards(tmp_path_factory) -> Path:
+    """EgoHOS-layout synthetic colour-blob frames built into hodata/1 shards (8 samples per shard), once per run.
+
+    Read-only for tests: copy it before changing anything.
+    """
+    from click.testing import CliRunner
+
+    from hodata.cli import main as hodata_main
+
+    root = tmp_path_factory.mktemp("egohos_demo")
+    for args in (["demo", "--out", str(root / "egohos")],
+                 ["build", "--source", "egohos", "--root", str(root / "egohos"), "--out", str(root / "shards"),
+                  "--max-samples", "8", "--quiet"]):
+        res = CliRunner().invoke(hodata_main, args, catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    return root / "shards"

@@ -13,20 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from hodata.cli import main as hodata_main
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("demo")
-    for args in (["demo", "--out", str(root / "egohos")],
-                 ["build", "--source", "egohos", "--root", str(root / "egohos"), "--out", str(root / "shards"),
-                  "--max-samples", "8", "--quiet"]):
-        res = CliRunner().invoke(hodata_main, args, catch_exceptions=False)
-        assert res.exit_code == 0, res.output
-    return root / "shards"
+def shards(egohos_demo_shards) -> Path:
+    return egohos_demo_shards
 
 
 def torchrun(*args: str, nproc: int = 2, timeout: int = 240) -> subprocess.CompletedProcess:

@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from hodata.cli import main as hodata_main
 from hodata.schema import decode_seg
 from hotrain.cli import main
 
@@ -25,15 +24,8 @@ def run(args: list[str]) -> str:
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory) -> Path:
-    """EgoHOS-layout synthetic colour-blob frames -> hodata/1 shards (train 5 shards, val 1, test ...)."""
-    root = tmp_path_factory.mktemp("demo")
-    for args in (["demo", "--out", str(root / "egohos")],
-                 ["build", "--source", "egohos", "--root", str(root / "egohos"), "--out", str(root / "shards"),
-                  "--max-samples", "8", "--quiet"]):
-        res = CliRunner().invoke(hodata_main, args, catch_exceptions=False)
-        assert res.exit_code == 0, res.output
-    return root / "shards"
+def shards(egohos_demo_shards) -> Path:
+    return egohos_demo_shards
 
 
 def records(out: Path) -> list[dict]:
