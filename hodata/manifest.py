@@ -43,14 +43,14 @@ def git_commit() -> str | None:
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def file_digest(path: Path) -> dict[str, Any]:
-    """Size and sha256 of an annotation file, for the manifest's record of what was read."""
-    data = Path(path).read_bytes()
-    return {"bytes": len(data), "sha256": sha256_bytes(data)}
+def file_digest(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
+    """Size and sha256 of a file, streamed (annotation files reach ~700 MB, shards more)."""
+    h, n = hashlib.sha256(), 0
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+            n += len(block)
+    return {"bytes": n, "sha256": h.hexdigest()}
 
 
 class Manifest:

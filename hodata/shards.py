@@ -29,7 +29,7 @@ import numpy as np
 
 from hodata import __version__
 from hodata.errors import BadFrame, DataError
-from hodata.manifest import Manifest, git_commit, options_fingerprint, utc_now
+from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, utc_now
 from hodata.schema import (SCHEMA, Sample, check_seg, class_pixel_counts, dumps_meta, encode_seg, key_part,
                            label_histogram)
 from hodata.sources import FrameRef, Source
@@ -60,12 +60,8 @@ def shard_name(source: str, split: str, index: int) -> str:
     return f"{key_part(source)}-{key_part(split)}-{index:06d}.tar"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+def sha256_file(path: Path) -> str:
+    return file_digest(path)["sha256"]
 
 
 # ----------------------------------------------------------------------------------------------- encoding

@@ -19,7 +19,6 @@ The evaluation split is built as "test" when its ground truth is present (``eval
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import warnings
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from hodata.errors import BadFrame, DataError
+from hodata.manifest import file_digest
 from hodata.schema import BACKGROUND, HAND, Sample, checked_image_size
 from hodata.sources import FrameRef, Source
 from hodata.sources._common import find_right_mano, mask_iou
@@ -55,16 +55,6 @@ def threshold_mask(data: bytes, path: Path) -> np.ndarray:
     if gray is None:
         raise BadFrame("mask does not decode", path)
     return gray > MASK_THRESHOLD
-
-
-def _digest(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
-    """Size and sha256, streamed (training_verts.json is ~700 MB)."""
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-            n += len(block)
-    return {"bytes": n, "sha256": h.hexdigest()}
 
 
 def _load_json(path: Path) -> Any:
@@ -189,7 +179,7 @@ class FreiHANDSource(Source):
         n = len(self._camera("training"))
         rgb_dir = self.root / "training" / "rgb"
         found = sum(1 for e in os.scandir(rgb_dir) if e.name.endswith(".jpg")) if rgb_dir.is_dir() else 0
-        annotations = {p.name: _digest(p) for p in sorted(self.root.glob("*.json")) if p.is_file()}
+        annotations = {p.name: file_digest(p) for p in sorted(self.root.glob("*.json")) if p.is_file()}
         if self._eval_ground_truth():
             evaluation = f"built as split 'test' ({len(self._camera('evaluation'))} frames)"
         elif (self.root / "evaluation" / "rgb").is_dir():

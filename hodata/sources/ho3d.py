@@ -24,6 +24,7 @@ import numpy as np
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
+from hodata.mano import axis_angle_to_matrix
 from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size
 from hodata.sources import FrameRef, Source
 from hodata.sources._common import find_right_mano, mano_vertices, mask_iou
@@ -62,8 +63,7 @@ def project(points_gl: np.ndarray, K: np.ndarray) -> np.ndarray:
 
 def axis_angle_matrix(rvec: Any) -> np.ndarray:
     """Rotation matrix of an axis-angle vector stored as (3,) or (3, 1)."""
-    r = np.asarray(rvec, dtype=np.float64).reshape(3)
-    return cv2.Rodrigues(r)[0]
+    return axis_angle_to_matrix(np.asarray(rvec, dtype=np.float64).reshape(1, 3))[0]
 
 
 def pose_object(verts: np.ndarray, obj_rot: Any, obj_trans: Any) -> np.ndarray:
