@@ -138,6 +138,19 @@ def test_poly_lr_follows_the_reference_formula():
     assert lrs == pytest.approx([0.02 * (1 - s / 10) ** 0.9 for s in range(10)])
 
 
+def test_warmup_then_poly():
+    cfg = dict(DEFAULTS, steps=10, warmup_steps=4, lr=0.1, optimizer="sgd")
+    opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
+    sched = make_scheduler(cfg, opt)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    expected = [0.1 * (s + 1) / 4 for s in range(4)] + [0.1 * (1 - (s - 4) / 6) ** 0.9 for s in range(4, 10)]
+    assert lrs == pytest.approx(expected)
+
+
 def test_checkpoint_is_atomic_and_loads_with_weights_only(tmp_path):
     path = tmp_path / "last.pt"
     ckpt_io.save_atomic({"model": {"w": torch.ones(2)}, "config": {"a": 1}, "step": 3}, path)

@@ -87,6 +87,20 @@ def test_resume_after_a_stop_gives_the_parameters_of_an_uninterrupted_run(shards
     assert loss(a) == loss(b)  # the metrics log was cut at the checkpoint and continued
 
 
+def test_resume_is_exact_with_accumulation_sgd_warmup_and_mix(shards, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    opts = [*SHORT, "--steps", "4", "--accum", "2", "--optimizer", "sgd", "--lr", "0.01", "--warmup-steps", "2",
+            "--mix", "egohos=1", "--eval-every", "100", "--ckpt-every", "100"]
+    run(["fit", "--shards", str(shards), "--out", str(a), *opts])
+    run(["fit", "--shards", str(shards), "--out", str(b), *opts, "--stop-at", "1"])
+    run(["fit", "--shards", str(shards), "--out", str(b), *opts, "--resume"])
+    ra, rb = (json.loads((d / "ranks" / "rank0.json").read_text()) for d in (a, b))
+    assert ra["step"] == rb["step"] == 4
+    assert ra["param_sha256"] == rb["param_sha256"] and ra["state_sha256"] == rb["state_sha256"]
+    loss = lambda d: [(r["step"], r["loss"]) for r in records(d) if "loss" in r]  # noqa: E731
+    assert loss(a) == loss(b) and len(loss(a)) >= 1
+
+
 def test_handobj_from_a_hand_checkpoint(shards, hand_run, tmp_path):
     out = tmp_path / "handobj"
     run(["fit", "--shards", str(shards), "--stage", "handobj", "--init", str(hand_run / "last.pt"), "--out", str(out),
