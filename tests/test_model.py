@@ -126,27 +126,26 @@ def test_tiny_preset_sets_bn_momentum_0_1_everywhere():
     assert bns and all(m.momentum == 0.1 for m in bns) and "momentum 0.1" in origin
 
 
-def test_poly_lr_follows_the_reference_formula():
-    cfg = dict(DEFAULTS, steps=10, warmup_steps=0, lr=0.02, optimizer="sgd")
+def lr_per_step(**overrides) -> list[float]:
+    """The learning rate used at each of cfg["steps"] optimizer steps."""
+    cfg = dict(DEFAULTS, optimizer="sgd", **overrides)
     opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
     sched = make_scheduler(cfg, opt)
     lrs = []
-    for _ in range(10):
+    for _ in range(cfg["steps"]):
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
+    return lrs
+
+
+def test_poly_lr_follows_the_reference_formula():
+    lrs = lr_per_step(steps=10, warmup_steps=0, lr=0.02)
     assert lrs == pytest.approx([0.02 * (1 - s / 10) ** 0.9 for s in range(10)])
 
 
 def test_warmup_then_poly():
-    cfg = dict(DEFAULTS, steps=10, warmup_steps=4, lr=0.1, optimizer="sgd")
-    opt = make_optimizer(cfg, torch.nn.Linear(2, 2))
-    sched = make_scheduler(cfg, opt)
-    lrs = []
-    for _ in range(10):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
+    lrs = lr_per_step(steps=10, warmup_steps=4, lr=0.1)
     expected = [0.1 * (s + 1) / 4 for s in range(4)] + [0.1 * (1 - (s - 4) / 6) ** 0.9 for s in range(4, 10)]
     assert lrs == pytest.approx(expected)
 
