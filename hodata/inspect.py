@@ -31,7 +31,7 @@ import numpy as np
 
 from hodata.errors import DataError
 from hodata.manifest import MANIFEST_NAME
-from hodata.schema import (CLASS_NAMES, IMAGE_EXTS, SCHEMA, VALID_LABELS, decode_seg, image_size, key_part,
+from hodata.schema import (CLASS_NAMES, IMAGE_EXTS, READABLE_SCHEMAS, VALID_LABELS, decode_seg, image_size, key_part,
                            label_histogram, make_key)
 
 REPORT_SCHEMA = "hodata-inspect/1"
@@ -432,9 +432,9 @@ class Inspector:
         if not isinstance(meta, dict):
             self.findings.problem("bad_json", where, "json is not an object", raw.key)
             return None
-        if meta.get("schema") != SCHEMA:
-            self.findings.problem("bad_schema", where, f"json schema is {meta.get('schema')!r}, not {SCHEMA!r}",
-                                  raw.key)
+        if meta.get("schema") not in READABLE_SCHEMAS:
+            self.findings.problem("bad_schema", where, f"json schema is {meta.get('schema')!r}, not one of "
+                                  f"{', '.join(READABLE_SCHEMAS)}", raw.key)
         try:
             expected_key = make_key(meta["source"], meta["split"], meta["sequence"], meta["frame"])
         except (KeyError, ValueError):

@@ -1,10 +1,19 @@
-"""The ``hodata/1`` sample schema shared by hodata (writer) and hotrain (reader).
+"""The sample schema shared by hodata (writer) and hotrain (reader): ``hodata/2``, a superset of ``hodata/1``.
 
 One WebDataset sample per frame, key ``source/split/sequence/frame`` (no dots), members:
 
 - ``jpg`` or ``png``: the RGB image bytes (the source's own bytes unless a resize was asked);
-- ``seg.png``: 8-bit single-channel label map of the image's size: 0 bg, 1 hand, 2 object, 255 ignore;
-- ``json``: metadata (see :func:`make_meta`).
+- ``seg.png``: 8-bit single-channel label map of the image's size: 0 bg, 1 hand, 2 object, 255 ignore
+  (unchanged from ``hodata/1``: every reader of ``seg.png`` keeps working);
+- ``inst.png`` (``hodata/2``): 8-bit single-channel instance map of the image's size: 0 no instance, k = the
+  instance with ``id`` k in the json's ``instances``, 255 unknown;
+- ``amodal.png`` (``hodata/2``, rendered sources on request): 8-bit, bit 0 = the hand's full silhouette, bit 1 =
+  the object's, each drawn without occlusion;
+- ``json``: metadata (see :func:`make_meta`); ``hodata/2`` adds ``instances``
+  (``[{"id", "class": "hand"|"object", "side": "left"|"right"|None, "name"}, ...]``) and ``labels.sides``.
+
+The two maps agree: a pixel of a hand instance is 1 in ``seg.png``, a pixel of an object instance is 2. A
+``hodata/1`` sample reads as a ``hodata/2`` sample without instances: every hand pixel of unknown side.
 """
 
 from __future__ import annotations
@@ -18,8 +27,16 @@ from typing import Any
 import cv2
 import numpy as np
 
-SCHEMA = "hodata/1"
+SCHEMA = "hodata/2"
+READABLE_SCHEMAS = ("hodata/1", "hodata/2")  # what readers accept; hodata/1 has no instances
 BACKGROUND, HAND, OBJECT, IGNORE = 0, 1, 2, 255
+NO_INSTANCE, UNKNOWN_INSTANCE = 0, 255
+MAX_INSTANCES = 254  # ids 1..254 (0 none, 255 unknown)
+INSTANCE_CLASSES = {"hand": HAND, "object": OBJECT}
+SIDES = ("left", "right")
+# Per-pixel side map (:func:`side_label_map`): what the 4-class "sides" stage trains on.
+SIDE_BACKGROUND, LEFT_HAND, RIGHT_HAND, SIDE_OBJECT, HAND_UNKNOWN_SIDE = 0, 1, 2, 3, 4
+AMODAL_HAND_BIT, AMODAL_OBJECT_BIT = 1, 2
 VALID_LABELS = (BACKGROUND, HAND, OBJECT, IGNORE)
 CLASS_NAMES = {BACKGROUND: "background", HAND: "hand", OBJECT: "object", IGNORE: "ignore"}
 IMAGE_EXTS = ("jpg", "png")
@@ -56,11 +73,18 @@ class Sample:
     width: int
     height: int
     labels: dict[str, bool]  # which classes the source really annotates, e.g. {"hand": True, "object": False}
-    hands: list[dict[str, Any]] = field(default_factory=list)  # e.g. [{"side": "right"}]
+    hands: list[dict[str, Any]] = field(default_factory=list)  # hodata/1 summary, e.g. [{"side": "right"}]
     objects: list[dict[str, Any]] = field(default_factory=list)  # e.g. [{"name": "003_cracker_box"}]
     camera: dict[str, Any] | None = None  # {"K": 3x3 list} where known
     provenance: dict[str, Any] = field(default_factory=dict)  # source files relative to the root
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific facts (e.g. mask agreement)
+    inst: np.ndarray | None = None  # HxW uint8 instance map (0 none, k instance id, 255 unknown)
+    instances: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "class", "side", "name", ...}]
+    amodal: np.ndarray | None = None  # HxW uint8 bit mask (AMODAL_HAND_BIT | AMODAL_OBJECT_BIT), on request
+
+    def __post_init__(self) -> None:
+        if not self.hands and self.instances:
+            self.hands = hands_summary(self.instances)
 
     @property
     def key(self) -> str:
@@ -69,8 +93,51 @@ class Sample:
     def meta(self) -> dict[str, Any]:
         return make_meta(self)
 
+    def members(self) -> dict[str, bytes]:
+        """The tar members of this sample (without ``__key__``): image, label maps, json."""
+        out = {self.image_ext: self.image, "seg.png": encode_seg(self.seg)}
+        if self.inst is not None:
+            out["inst.png"] = encode_seg(self.inst)
+        if self.amodal is not None:
+            out["amodal.png"] = encode_seg(self.amodal)
+        out["json"] = dumps_meta(self.meta())
+        return out
+
+
+def instance(id: int, cls: str, side: str | None = None, name: str | None = None, **extra: Any) -> dict[str, Any]:
+    """One entry of ``instances``; ``extra`` holds source facts (e.g. ``held_by`` for an object)."""
+    if cls not in INSTANCE_CLASSES:
+        raise ValueError(f"instance class must be one of {sorted(INSTANCE_CLASSES)}, got {cls!r}")
+    if side not in (None, *SIDES):
+        raise ValueError(f"instance side must be left, right or None, got {side!r}")
+    if not 1 <= int(id) <= MAX_INSTANCES:
+        raise ValueError(f"instance id must be 1..{MAX_INSTANCES}, got {id}")
+    return {"id": int(id), "class": cls, "side": side, "name": name, **extra}
+
+
+def seg_from_instances(inst: np.ndarray, instances: list[dict[str, Any]]) -> np.ndarray:
+    """The ``seg.png`` label map an instance map implies: hand instances 1, object instances 2, 0 -> 0, 255 -> 255."""
+    lut = instance_class_lut(instances)
+    return lut[inst]
+
+
+def instance_class_lut(instances: list[dict[str, Any]]) -> np.ndarray:
+    """256-entry lookup from instance id to hodata label (ids not listed: 255)."""
+    lut = np.full(256, IGNORE, np.uint8)
+    lut[NO_INSTANCE] = BACKGROUND
+    for ins in instances:
+        lut[int(ins["id"])] = INSTANCE_CLASSES[ins["class"]]
+    return lut
+
+
+def hands_summary(instances: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The hodata/1 ``hands`` list (one entry per hand instance, with its side) from ``instances``."""
+    return [{k: v for k, v in i.items() if k not in ("id", "class", "name")} for i in instances
+            if i.get("class") == "hand"]
+
 
 def make_meta(s: Sample) -> dict[str, Any]:
+    has_inst = s.inst is not None
     meta = {
         "schema": SCHEMA,
         "source": s.source,
@@ -79,9 +146,11 @@ def make_meta(s: Sample) -> dict[str, Any]:
         "frame": str(s.frame),
         "width": int(s.width),
         "height": int(s.height),
-        "labels": {"hand": bool(s.labels.get("hand", False)), "object": bool(s.labels.get("object", False))},
+        "labels": {"hand": bool(s.labels.get("hand", False)), "object": bool(s.labels.get("object", False)),
+                   "sides": bool(s.labels.get("sides", has_inst))},
         "hands": s.hands,
         "objects": s.objects,
+        "instances": s.instances,
         "camera": s.camera,
         "provenance": s.provenance,
     }
@@ -164,6 +233,52 @@ def checked_image_size(data: bytes, path) -> tuple[int, int]:
     except Exception as e:  # noqa: BLE001 - PIL raises several types for a broken file
         raise BadFrame(f"image does not decode ({e})", path) from e
     return size
+
+
+def check_inst(inst: np.ndarray, instances: list[dict[str, Any]], seg: np.ndarray) -> None:
+    """Raise ValueError when an instance map breaks the schema or disagrees with ``seg``."""
+    if inst.dtype != np.uint8 or inst.ndim != 2:
+        raise ValueError(f"instance map must be 2-D uint8, got {inst.dtype} {inst.shape}")
+    if inst.shape != seg.shape:
+        raise ValueError(f"instance map is {inst.shape[1]}x{inst.shape[0]}, label map is {seg.shape[1]}x{seg.shape[0]}")
+    ids = [int(i.get("id", -1)) for i in instances]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"instance ids repeat: {ids}")
+    for ins in instances:
+        instance(ins.get("id", -1), ins.get("class"), ins.get("side"))  # validates id, class and side
+    present = np.flatnonzero(label_histogram(inst))
+    unlisted = [int(v) for v in present if v not in (NO_INSTANCE, UNKNOWN_INSTANCE) and v not in ids]
+    if unlisted:
+        raise ValueError(f"instance map has ids {unlisted[:8]} that instances does not list")
+    lut = instance_class_lut(instances)
+    listed = (inst != NO_INSTANCE) & (inst != UNKNOWN_INSTANCE)
+    if np.any(lut[inst[listed]] != seg[listed]):
+        raise ValueError("instance map and label map disagree (a hand instance pixel must be 1, an object's 2)")
+
+
+def decode_inst(data: bytes) -> np.ndarray:
+    """Decode ``inst.png`` as raw 8-bit ids (same rules as :func:`decode_seg`)."""
+    return decode_seg(data)
+
+
+def side_label_map(seg: np.ndarray, inst: np.ndarray | None, instances: list[dict[str, Any]] | None) -> np.ndarray:
+    """Per-pixel sides: 0 background, 1 left hand, 2 right hand, 3 object, 4 hand of unknown side, 255 ignore.
+
+    A hand pixel takes the side of the hand instance at that pixel; where there is no instance map
+    (``hodata/1``), no instance, an unknown instance or an instance without a side, it is 4 (unknown side).
+    """
+    out = np.full(seg.shape, IGNORE, np.uint8)
+    out[seg == BACKGROUND] = SIDE_BACKGROUND
+    out[seg == OBJECT] = SIDE_OBJECT
+    hand = seg == HAND
+    out[hand] = HAND_UNKNOWN_SIDE
+    if inst is not None and instances:
+        lut = np.full(256, HAND_UNKNOWN_SIDE, np.uint8)
+        for ins in instances:
+            if ins.get("class") == "hand" and ins.get("side") in SIDES:
+                lut[int(ins["id"])] = LEFT_HAND if ins["side"] == "left" else RIGHT_HAND
+        out[hand] = lut[inst[hand]]
+    return out
 
 
 def class_pixel_counts(seg: np.ndarray, hist: np.ndarray | None = None) -> dict[str, int]:

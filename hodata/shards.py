@@ -30,8 +30,7 @@ import numpy as np
 from hodata import __version__
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, utc_now
-from hodata.schema import (SCHEMA, Sample, check_seg, class_pixel_counts, dumps_meta, encode_seg, key_part,
-                           label_histogram)
+from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
 from hodata.sources import FrameRef, Source
 
 TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
@@ -84,6 +83,10 @@ def resize_sample(s: Sample, max_side: int) -> Sample:
     if not ok:
         raise BadFrame("could not re-encode resized image")
     seg = cv2.resize(s.seg, (w, h), interpolation=cv2.INTER_NEAREST)
+    if s.inst is not None:
+        s.inst = cv2.resize(s.inst, (w, h), interpolation=cv2.INTER_NEAREST)
+    if s.amodal is not None:
+        s.amodal = cv2.resize(s.amodal, (w, h), interpolation=cv2.INTER_NEAREST)
     camera = s.camera
     if camera and camera.get("K") is not None:
         sx, sy = w / s.width, h / s.height
@@ -122,9 +125,11 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
             s = resize_sample(s, max_side)
         hist = label_histogram(s.seg)
         check_seg(s.seg, s.width, s.height, hist)
+        if s.inst is not None:
+            check_inst(s.inst, s.instances, s.seg)
         if s.image_ext not in ("jpg", "png"):
             raise BadFrame(f"unsupported image type {s.image_ext!r}")
-        members = {"__key__": s.key, s.image_ext: s.image, "seg.png": encode_seg(s.seg), "json": dumps_meta(s.meta())}
+        members = {"__key__": s.key, **s.members()}
     except (BadFrame, DataError, ValueError, OSError) as e:
         return Encoded(ref.split, index, skipped=_skip_record(ref, index, e))
     # bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512

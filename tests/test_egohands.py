@@ -106,7 +106,7 @@ def test_known_polygons_land_on_known_pixels(tmp_path):
     expected_tri[1, 7:10] = expected_tri[2, 8:10] = expected_tri[3, 9] = 1
     np.testing.assert_array_equal(first.seg, expected_tri)
     assert first.hands == [{"side": "right", "slot": "myright", "owner": "wearer"}]
-    assert first.labels == {"hand": True, "object": False}
+    assert first.labels == {"hand": True, "object": False, "sides": True}
     assert first.provenance["image"] == "_LABELLED_SAMPLES/CARDS_COURTYARD_B_T/frame_0005.jpg"
     assert first.provenance["polygons_index"] == 0
 
@@ -228,13 +228,13 @@ def test_demo_build_and_read_back(tmp_path):
     tars = sorted(s.glob("egohands-*.tar"))
     with tarfile.open(tars[0]) as tf:
         exts = {n.rsplit("/", 1)[-1].split(".", 1)[1] for n in tf.getnames()}
-    assert exts == {"jpg", "seg.png", "json"}
+    assert exts == {"jpg", "seg.png", "inst.png", "json"}
     seen_hand = 0
     for sample in wds.WebDataset([str(t) for t in tars], shardshuffle=False):
         meta = json.loads(sample["json"])
         seg = decode_seg(sample["seg.png"])
         assert seg.shape == (90, 160) and set(np.unique(seg).tolist()) <= {0, 1}
-        assert meta["labels"] == {"hand": True, "object": False} and meta["source"] == "egohands"
+        assert meta["labels"] == {"hand": True, "object": False, "sides": True} and meta["source"] == "egohands"
         assert meta["sequence"] in json.loads(demo.SPLIT_FILE.read_text())[meta["split"]]
         assert sample["jpg"] == (d / "egohands_data" / meta["provenance"]["image"]).read_bytes()
         assert len(meta["hands"]) == 0 or seg.any()

@@ -72,8 +72,20 @@ def test_id_mapping_all_second_order_modes(tmp_path, mode, second):
     s = src.load(ref)
     expected = np.array([[0, 1, 1], [2, 2, 2], [second] * 3], np.uint8).repeat(4, 0).repeat(4, 1)
     np.testing.assert_array_equal(s.seg, expected)
-    assert s.labels == {"hand": True, "object": True}
+    assert s.labels == {"hand": True, "object": True, "sides": True}
     assert s.hands == [{"side": "left"}, {"side": "right"}]
+    # instance ids are the EgoHOS ids; second-order ids follow the mode (255 ignored, kept, or 0)
+    inst_second = {"ignore": 255, "object": None, "background": 0}[mode]
+    expected_inst = ALL_IDS.copy()
+    if inst_second is not None:
+        expected_inst[ALL_IDS >= 6] = inst_second
+    np.testing.assert_array_equal(s.inst, expected_inst)
+    by_id = {i["id"]: i for i in s.instances}
+    assert by_id[1]["class"] == "hand" and by_id[1]["side"] == "left"
+    assert by_id[2]["class"] == "hand" and by_id[2]["side"] == "right"
+    assert [by_id[k]["held_by"] for k in (3, 4, 5)] == ["left", "right", "both"]
+    assert all(by_id[k]["class"] == "object" and by_id[k]["side"] is None for k in (3, 4, 5))
+    assert (6 in by_id) == (mode == "object")
     assert s.provenance == {"image": "train/image/clipA_0001.jpg", "label": "train/label/clipA_0001.png"}
     assert src.build_options() == {"egohos_second_order": mode}
 
@@ -185,11 +197,11 @@ def test_cli_demo_build_and_read_back(tmp_path):
     train = s / "egohos-train-000000.tar"
     with tarfile.open(train) as tf:
         names = tf.getnames()
-    assert names and {n.rsplit("/", 1)[-1].split(".", 1)[1] for n in names} == {"jpg", "seg.png", "json"}
+    assert names and {n.rsplit("/", 1)[-1].split(".", 1)[1] for n in names} == {"jpg", "seg.png", "inst.png", "json"}
 
     n = 0
     for sample in wds.WebDataset(str(train), shardshuffle=False):
-        assert set(k for k in sample if not k.startswith("__")) == {"jpg", "seg.png", "json"}
+        assert set(k for k in sample if not k.startswith("__")) == {"jpg", "seg.png", "inst.png", "json"}
         meta = json.loads(sample["json"])
         assert meta["source"] == "egohos" and meta["split"] == "train"
         rel = meta["provenance"]["label"]

@@ -65,7 +65,7 @@ def test_image_index_mapping(demo_out):
         assert np.allclose(s.camera["K"], K[i % N])
         assert s.provenance["rgb"] == f"training/rgb/{i:08d}.jpg"
         assert s.provenance["mask"] == f"training/mask/{i % N:08d}.jpg"
-        assert s.labels == {"hand": True, "object": False} and s.objects == []
+        assert s.labels == {"hand": True, "object": False, "sides": True} and s.objects == []
         assert s.key == f"freihand/{r.split}/{VERSIONS[i // N]}/{i:08d}"
 
 
@@ -168,7 +168,7 @@ def test_cli_demo_then_build(tmp_path):
                 seg = decode_seg(data)
                 assert seg.shape == (224, 224) and set(np.unique(seg).tolist()) == {0, 1}
                 meta = json.loads(members[name[: -len("seg.png")] + "json"])
-                assert meta["labels"] == {"hand": True, "object": False}
+                assert meta["labels"] == {"hand": True, "object": False, "sides": True}
                 assert meta["extra"]["mask_agreement"]["hand_iou"] > 0.95
     assert n == 12 + 2
 

@@ -128,7 +128,7 @@ def test_frames_follow_train_txt_and_skip_evaluation(tree):
     assert d["list_files"]["train.txt"]["lines"] == 9 and d["list_files"]["evaluation.txt"]["lines"] == 2
     assert "skipped 2 evaluation frames" in d["evaluation"]
     s = src.load(refs[0])
-    assert s.labels == {"hand": True, "object": True} and s.hands == [{"side": "right"}]
+    assert s.labels == {"hand": True, "object": True, "sides": True} and s.hands == [{"side": "right"}]
     assert s.objects == [{"name": "003_cracker_box", "ycb_label": 2}]
     assert s.provenance == {"rgb": "train/ABF10/rgb/0000.jpg", "meta": "train/ABF10/meta/0000.pkl",
                             "seg": "train/ABF10/seg/0000.png"}
@@ -295,7 +295,7 @@ def test_cli_demo_then_build(tmp_path):
             n += 1
             seg = decode_seg(data)
             meta = json.loads(members[name[: -len("seg.png")] + "json"])
-            assert meta["source"] == "ho3d" and meta["labels"] == {"hand": True, "object": True}
+            assert meta["source"] == "ho3d" and meta["labels"] == {"hand": True, "object": True, "sides": True}
             assert seg.shape == (120, 160) and set(np.unique(seg).tolist()) <= {0, 1, 2}
             both += bool((seg == HAND).any() and (seg == OBJECT).any())
             assert "mask_agreement" in meta["extra"]

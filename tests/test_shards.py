@@ -43,7 +43,7 @@ def test_layout_names_and_members(tmp_path):
     first = {m: data for m, data in members[:3]}
     assert sorted(first) == ["toy/train/seq0/00000.jpg", "toy/train/seq0/00000.json", "toy/train/seq0/00000.seg.png"]
     meta = json.loads(first["toy/train/seq0/00000.json"])
-    assert meta["schema"] == "hodata/1" and meta["labels"] == {"hand": True, "object": True}
+    assert meta["schema"] == "hodata/2" and meta["labels"] == {"hand": True, "object": True, "sides": False}
     seg = decode_seg(first["toy/train/seq0/00000.seg.png"])
     assert seg.shape == (24, 32) and seg[0, 0] == 255 and seg[5, 0] == 1 and seg[20, 0] == 2
     # plain webdataset reads the same keys back (no image decoding)

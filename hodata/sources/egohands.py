@@ -29,7 +29,7 @@ import scipy.io
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
-from hodata.schema import HAND, Sample
+from hodata.schema import Sample, instance, seg_from_instances
 from hodata.sources import FrameRef, Source
 from hodata.schema import checked_image_size
 from hodata.splits import load_split_file
@@ -242,19 +242,22 @@ class EgoHandsSource(Source):
             raise BadFrame(str(e).split(": ", 1)[-1], poly_path) from e
         if index >= len(entries):
             raise BadFrame(f"has {len(entries)} entries, frame {num} is labelled frame {index + 1}", poly_path)
-        seg = np.zeros((height, width), np.uint8)
-        hands = []
-        for slot in SLOTS:
+        # one instance per hand slot (ids 1..4 in slot order); where two slots overlap the later one is drawn
+        inst = np.zeros((height, width), np.uint8)
+        instances = []
+        for k, slot in enumerate(SLOTS, 1):
             poly = matlab_polygon(entries[index][slot], poly_path, f"polygons({index + 1}).{slot}")
             if poly.shape[0] < 3:
                 continue
-            seg[rasterize_polygon(poly, height, width)] = HAND
+            inst[rasterize_polygon(poly, height, width)] = k
             side, owner = SLOT_INFO[slot]
-            hands.append({"side": side, "slot": slot, "owner": owner})
+            instances.append(instance(k, "hand", side, None, slot=slot, owner=owner))
+        seg = seg_from_instances(inst, instances)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
             image=image, image_ext="jpg", seg=seg, width=width, height=height,
-            labels={"hand": True, "object": False}, hands=hands, objects=[],
+            labels={"hand": True, "object": False, "sides": True}, objects=[],
+            inst=inst, instances=instances,
             provenance={"image": img_rel, "polygons": f"{rel_dir}/polygons.mat", "polygons_index": index,
                         "metadata": "metadata.mat"},
         )

@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image
 
 from hodata.errors import BadFrame, DataError
-from hodata.schema import BACKGROUND, HAND, IGNORE, OBJECT, Sample, checked_image_size
+from hodata.schema import (BACKGROUND, HAND, IGNORE, NO_INSTANCE, OBJECT, UNKNOWN_INSTANCE, Sample,
+                           checked_image_size, instance, label_histogram)
 from hodata.sources import FrameRef, Source
 
 SPLITS = ("train", "val", "test_indomain", "test_outdomain")
@@ -55,6 +56,32 @@ def id_lut(second_order: str) -> np.ndarray:
     return lut
 
 
+# EgoHOS id -> instance entry (the instance id is the EgoHOS id itself); second-order ids per the option.
+ID_INSTANCES = {1: ("hand", "left", {}), 2: ("hand", "right", {}),
+                3: ("object", None, {"held_by": "left", "order": 1}), 4: ("object", None, {"held_by": "right", "order": 1}),
+                5: ("object", None, {"held_by": "both", "order": 1}), 6: ("object", None, {"held_by": "left", "order": 2}),
+                7: ("object", None, {"held_by": "right", "order": 2}), 8: ("object", None, {"held_by": "both", "order": 2})}
+
+
+def instance_lut(second_order: str) -> np.ndarray:
+    """256-entry lookup from EgoHOS ids to instance ids: ids 1..5 keep their value; 6..8 keep it when
+    second-order objects count as objects, else 255 (ignored) or 0 (background)."""
+    lut = np.full(256, UNKNOWN_INSTANCE, np.uint8)
+    lut[:6] = np.arange(6)
+    lut[[6, 7, 8]] = {"object": [6, 7, 8], "ignore": UNKNOWN_INSTANCE, "background": NO_INSTANCE}[second_order]
+    return lut
+
+
+def frame_instances(ids_present: list[int], inst_lut: np.ndarray) -> list[dict]:
+    """``instances`` of a frame: one per EgoHOS id present (hands with their side, objects with their hand)."""
+    out = []
+    for i in ids_present:
+        if 1 <= i <= MAX_ID and inst_lut[i] == i:
+            cls, side, extra = ID_INSTANCES[i]
+            out.append(instance(i, cls, side, None, **extra))
+    return out
+
+
 def sequence_of(name: str, split: str) -> str:
     m = _FRAME_SUFFIX.match(name)
     return m.group("seq") if m else split
@@ -67,6 +94,7 @@ class EgoHOSSource(Source):
         super().__init__(root, options)
         self.second_order = str(self.options.get("egohos_second_order") or "ignore")
         self.lut = id_lut(self.second_order)
+        self.inst_lut = instance_lut(self.second_order)
         self._counts: dict[str, int] = {}
 
     def splits(self) -> list[str]:
@@ -102,11 +130,13 @@ class EgoHOSSource(Source):
             raise BadFrame(f"cannot read image: {e.strerror or e}", img_path) from e
         width, height = checked_image_size(image, img_path)
         ids = read_label(lab_path, width, height)
-        sides = [{"side": HAND_SIDES[i]} for i in (1, 2) if (ids == i).any()]
+        present = np.flatnonzero(label_histogram(ids)).tolist()
+        instances = frame_instances(present, self.inst_lut)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
             image=image, image_ext="jpg", seg=self.lut[ids], width=width, height=height,
-            labels={"hand": True, "object": True}, hands=sides, objects=[],
+            labels={"hand": True, "object": True, "sides": True}, objects=[],
+            inst=self.inst_lut[ids], instances=instances,
             provenance={"image": rel_img, "label": rel_lab},
         )
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
-from hodata.schema import BACKGROUND, HAND, Sample, checked_image_size
+from hodata.schema import BACKGROUND, HAND, Sample, checked_image_size, instance
 from hodata.sources import FrameRef, Source
 from hodata.sources._common import find_right_mano, mask_iou
 from hodata.splits import assign_groups, load_split_file
@@ -246,7 +246,8 @@ class FreiHANDSource(Source):
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
             image=image, image_ext="jpg", seg=seg, width=width, height=height,
-            labels={"hand": True, "object": False}, hands=[{"side": "right"}], objects=[],
+            labels={"hand": True, "object": False, "sides": True}, objects=[],
+            inst=seg.copy(), instances=[instance(1, "hand", "right")],
             camera={"K": K.tolist()}, provenance=provenance, extra=extra,
         )
 

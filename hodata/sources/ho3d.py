@@ -25,7 +25,7 @@ import numpy as np
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
 from hodata.mano import axis_angle_to_matrix
-from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size
+from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size, instance
 from hodata.sources import FrameRef, Source
 from hodata.sources._common import find_right_mano, mano_vertices, mask_iou
 from hodata.splits import assign_groups, load_split_file
@@ -334,9 +334,12 @@ class HO3DSource(Source):
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
             image=image, image_ext=rgb_path.suffix[1:].lower(), seg=seg, width=width, height=height,
-            labels={"hand": True, "object": True},
-            hands=[{"side": "right"}],
+            labels={"hand": True, "object": True, "sides": True},
             objects=[{"name": str(meta["objName"]), "ycb_label": _plain(meta.get("objLabel"))}],
+            # hand and object are drawn with labels 1 and 2, which are also their instance ids
+            inst=seg.copy(),
+            instances=[instance(HAND, "hand", "right", "right hand"),
+                       instance(OBJECT, "object", None, str(meta["objName"]), ycb_label=_plain(meta.get("objLabel")))],
             camera={"K": K.tolist()},
             provenance=provenance,
             extra=extra,
