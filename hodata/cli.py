@@ -10,25 +10,63 @@ from pathlib import Path
 import click
 
 from hodata import __version__
-from hodata.errors import DataError
+from hodata.errors import UserError
+from hodata.shards import DEFAULT_MAX_SKIP_FRACTION, MIN_SKIPS_ALLOWED
 
-# demo layout -> module with ``write(out: Path, frames: int, seed: int) -> dict``
-DEMO_LAYOUTS = {
-    "egohos": "hodata.demo.egohos",
-    "egohands": "hodata.demo.egohands",
-    "ho3d": "hodata.demo.ho3d",
-    "freihand": "hodata.demo.freihand",
-}
+
+def _peek_source(args: list[str]) -> str | None:
+    """The value of ``--source`` in raw arguments (before click parses them), so its options can be added."""
+    for i, arg in enumerate(args):
+        if arg == "--source" and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith("--source="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+class SourceCommand(click.Command):
+    """``hodata build``: the common options plus those the chosen ``--source`` declares (and only those)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["hodata.source"] = _peek_source(args)
+        return super().parse_args(ctx, args)
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        from hodata.sources import REGISTRY
+
+        params = super().get_params(ctx)
+        name = ctx.meta.get("hodata.source")
+        if name in REGISTRY:
+            params = params[:-1] + [o.click_option() for o in REGISTRY[name].load_class().OPTIONS] + params[-1:]
+        return params
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_help(ctx, formatter)
+        if ctx.meta.get("hodata.source") not in _source_names():
+            formatter.write_paragraph()
+            formatter.write_text("Each source adds its own options: hodata build --source NAME --help")
+
+
+def _source_names() -> list[str]:
+    from hodata.sources import source_names
+
+    return source_names()
+
+
+def _demo_layouts() -> list[str]:
+    from hodata.sources import demo_layouts
+
+    return demo_layouts()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="hodata")
 def main() -> None:
-    """Build normalized hand/object segmentation shards (schema hodata/1) from public datasets."""
+    """Build normalized hand/object segmentation shards (schema hodata/2) from public datasets."""
 
 
-@main.command()
-@click.option("--source", required=True, help="Dataset: egohos, egohands, ho3d, freihand.")
+@main.command(cls=SourceCommand)
+@click.option("--source", required=True, type=click.Choice(_source_names()), help="The dataset.")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder, as shipped.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder for shards + manifest.json.")
 @click.option("--max-samples", default=1000, show_default=True, help="Samples per shard at most.")
@@ -37,34 +75,24 @@ def main() -> None:
 @click.option("--workers", default=0, show_default=True, help="Worker processes for decoding and mask derivation.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing build of this source made with other options.")
 @click.option("--limit", type=int, default=None, help="Build only the first N frames of each split (a preview).")
-@click.option("--val-fraction", type=float, default=None,
-              help="Fraction of sequences/videos held out as 'val' where a source has no official split.")
-@click.option("--split-file", type=click.Path(path_type=Path), default=None,
-              help="JSON {split: [sequence, ...]} overriding the source's default split assignment.")
-@click.option("--egohos-second-order", type=click.Choice(["ignore", "object", "background"]), default="ignore",
-              show_default=True, help="EgoHOS: how to label 2nd-order interacting objects (ids 6, 7, 8).")
-@click.option("--mano-dir", type=click.Path(path_type=Path), default=None, envvar="MANO_DIR",
-              help="Folder with MANO_RIGHT.pkl / MANO_LEFT.pkl (env MANO_DIR). HO3D, FreiHAND rendered masks.")
-@click.option("--ycb-dir", type=click.Path(path_type=Path), default=None, envvar="YCB_DIR",
-              help="YCB models folder: <objName>/textured_simple.obj (HO3D).")
-@click.option("--masks", type=click.Choice(["rendered", "provided"]), default=None,
-              help="HO3D/FreiHAND: render masks from poses, or use the dataset's own masks.")
-@click.option("--renderer", type=click.Choice(["zbuffer", "pyrender"]), default="zbuffer", show_default=True,
-              help="Mask renderer for HO3D/FreiHAND.")
+@click.option("--max-skip-fraction", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MAX_SKIP_FRACTION,
+              show_default=True, help=f"Stop the build when more than this share of its frames is skipped "
+              f"(at least {MIN_SKIPS_ALLOWED} skips are always allowed).")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def build(source, root, out, max_samples, max_bytes, max_side, workers, overwrite, limit, quiet, **source_opts):
+def build(source, root, out, max_samples, max_bytes, max_side, workers, overwrite, limit, max_skip_fraction, quiet,
+          **source_opts):
     """Build WebDataset shards of SOURCE from ROOT into OUT (rerun the same command to resume)."""
     from hodata.shards import BuildConfig
     from hodata.shards import build as run_build
     from hodata.sources import open_source
 
     try:
-        src = open_source(source, root, {k: v for k, v in source_opts.items() if v is not None})
+        src = open_source(source, root, source_opts)
         cfg = BuildConfig(out=out, max_samples=max_samples, max_bytes=parse_bytes(max_bytes), max_side=max_side,
                           workers=workers, overwrite=overwrite, limit=limit, progress=not quiet,
-                          command=["hodata"] + sys.argv[1:])
+                          max_skip_fraction=max_skip_fraction, command=["hodata"] + sys.argv[1:])
         rec = run_build(src, cfg)
-    except DataError as e:
+    except UserError as e:
         raise click.ClickException(str(e)) from None
     t = rec["totals"]
     click.echo(f"{source}: {t['samples']} samples in {t['shards']} shard(s), {t['bytes'] / 1e6:.1f} MB, "
@@ -85,20 +113,22 @@ def inspect(paths, n_samples, out, seed, as_json):
 
     try:
         code = run_inspect(list(paths), n_samples=n_samples, sheet=out, seed=seed, as_json=as_json)
-    except DataError as e:
+    except UserError as e:
         raise click.ClickException(str(e)) from None
     sys.exit(code)
 
 
 @main.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Where to write the synthetic dataset.")
-@click.option("--layout", type=click.Choice(sorted(DEMO_LAYOUTS)), default="egohos", show_default=True,
+@click.option("--layout", type=click.Choice(_demo_layouts()), default="egohos", show_default=True,
               help="Which real dataset's on-disk layout to imitate.")
 @click.option("--frames", default=None, type=int, help="Frames to generate (layout default when omitted).")
 @click.option("--seed", default=0, show_default=True)
 def demo(out, layout, frames, seed):
     """Write a small synthetic dataset in a real dataset's layout (no download needed)."""
-    module = importlib.import_module(DEMO_LAYOUTS[layout])
+    from hodata.sources import REGISTRY
+
+    module = importlib.import_module(REGISTRY[layout].demo)
     kwargs = {"seed": seed} | ({"frames": frames} if frames else {})
     info = module.write(out, **kwargs)
     click.echo(f"wrote {layout} demo to {out}")

@@ -36,6 +36,11 @@ from hodata.sources import FrameRef, Source
 TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 512 * 1024**2
+# A build stops once more than this share of its frames was skipped: a wrong option or a broken model skips
+# every frame, and must not end as a "complete" build. Tiny builds may always skip a few frames.
+DEFAULT_MAX_SKIP_FRACTION = 0.01
+MIN_SKIPS_ALLOWED = 10
+FIRST_REASONS = 3
 
 
 @dataclass
@@ -49,10 +54,22 @@ class BuildConfig:
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     progress: bool = True
     limit: int | None = None  # build only the first N frames per split (smoke tests, previews)
+    max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION
+
+    def skips_allowed(self, frames: int) -> int:
+        return max(MIN_SKIPS_ALLOWED, int(self.max_skip_fraction * frames))
 
 
 class BuildInterrupted(RuntimeError):
     """Raised by the test hook ``stop_after`` to simulate a build killed midway."""
+
+
+class SchemaViolation(RuntimeError):
+    """A source produced a sample that breaks the schema: a bug in that source, never a skipped frame."""
+
+
+class TooManySkipped(DataError):
+    """More frames were skipped than ``--max-skip-fraction`` allows."""
 
 
 def shard_name(source: str, split: str, index: int) -> str:
@@ -118,20 +135,28 @@ class Encoded:
 
 
 def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None) -> Encoded:
-    """Load, check and encode one frame; any data error becomes a skip record naming the reason."""
+    """Load, check and encode one frame. A :class:`BadFrame` (the source's word that this frame's files are
+    missing or broken) becomes a skip record naming the reason; anything else is a bug or a wrong option and
+    propagates, with a note saying which frame it happened on."""
     try:
         s = source.load(ref)
         if max_side:
             s = resize_sample(s, max_side)
-        hist = label_histogram(s.seg)
+    except BadFrame as e:
+        return Encoded(ref.split, index, skipped=_skip_record(ref, index, e))
+    except Exception as e:
+        e.add_note(f"while loading {source.name} frame {ref.split}/{ref.sequence}/{ref.frame}")
+        raise
+    hist = label_histogram(s.seg)
+    try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
         check_seg(s.seg, s.width, s.height, hist)
         if s.inst is not None:
             check_inst(s.inst, s.instances, s.seg)
         if s.image_ext not in ("jpg", "png"):
-            raise BadFrame(f"unsupported image type {s.image_ext!r}")
-        members = {"__key__": s.key, **s.members()}
-    except (BadFrame, DataError, ValueError, OSError) as e:
-        return Encoded(ref.split, index, skipped=_skip_record(ref, index, e))
+            raise ValueError(f"unsupported image type {s.image_ext!r}")
+    except ValueError as e:
+        raise SchemaViolation(f"{source.name} frame {ref.split}/{ref.sequence}/{ref.frame}: {e}") from None
+    members = {"__key__": s.key, **s.members()}
     # bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512
     nbytes = sum(512 + -(-len(v) // 512) * 512 for k, v in members.items() if k != "__key__")
     counts = class_pixel_counts(s.seg, hist)
@@ -143,7 +168,7 @@ def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
     rec = {"split": ref.split, "sequence": ref.sequence, "frame": ref.frame, "index": index,
            "reason": str(e), "error": type(e).__name__}
     if isinstance(e, DataError) and e.path:
-        rec["file"] = e.path
+        rec["file"], rec["message"] = e.path, e.message
     return rec
 
 
@@ -330,6 +355,9 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
                 yield split, i, split_refs[i]
 
     written = 0
+    total_frames = sum(len(v) for v in by_split.values())
+    allowed = cfg.skips_allowed(total_frames)
+    skipped = len(record["skipped"])
     current: _SplitWriter | None = None
     try:
         # one worker pool for the whole build; results come back in frame order
@@ -341,6 +369,9 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
                 current = splits[enc.split]
             if enc.skipped:
                 current.skip(enc.skipped)
+                skipped += 1
+                if skipped > allowed:
+                    _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
                 continue
             current.add(enc)
             written += 1
@@ -348,6 +379,8 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
                 raise BuildInterrupted(f"stopped after {written} samples (test hook)")
         if current is not None:
             current.finish(len(by_split[current.split]))
+        if not record["shards"]:
+            _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     finally:  # on any exit a half shard stays as .tmp, never read as complete; the manifest keeps the rest
@@ -358,6 +391,23 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
     record["totals"] = _totals(record)
     manifest.update(source.name, record)
     return record
+
+
+def _fail_on_skips(record, splits, manifest, source_name, skipped, total, cfg) -> None:
+    """Record every skip so far (the manifest says why the build stopped), then raise TooManySkipped."""
+    for w in splits.values():
+        record["skipped"].extend(w.skips)
+        w.skips = []
+    record["status"] = "failed"
+    why = (f"no sample could be built: all {skipped} frame(s) tried were skipped" if not record["shards"] and
+           skipped >= total else f"{skipped} of {total} frames skipped, more than --max-skip-fraction "
+           f"{cfg.max_skip_fraction} allows ({cfg.skips_allowed(total)})")
+    record["failure"] = why
+    manifest.update(source_name, record)
+    reasons = "; ".join(f"{s['file']}: {s['message']}" if s.get("file") else f"{s['sequence']}/{s['frame']}: {s['reason']}"
+                        for s in record["skipped"][:FIRST_REASONS])
+    raise TooManySkipped(f"{source_name}: {why}; first: {reasons}. Fix the input or options "
+                         f"(every reason is in {manifest.path})")
 
 
 class _SplitWriter:

@@ -12,6 +12,7 @@ import pytest
 import scipy.io
 from click.testing import CliRunner
 
+from hodata import manifests
 from hodata.cli import main as hodata_cli
 from hodata.demo import egohands as demo
 from hodata.errors import DataError
@@ -144,7 +145,7 @@ def test_split_file_option_and_unknown_videos(tmp_path):
 
 
 def test_split_manifest_has_the_48_release_videos():
-    split = json.loads((Path(__file__).parents[1] / "manifests" / "egohands_split.json").read_text())
+    split = manifests.load("egohands_split.json")
     ids = split["_ids"]
     assert len(ids) == 48 == len(set(ids))
     assert sorted(split["train"] + split["val"] + split["test"]) == sorted(ids)

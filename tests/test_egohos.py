@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from hodata import manifests
 from hodata.cli import main as hodata_cli
 from hodata.demo import egohos as demo
 from hodata.errors import DataError
@@ -177,7 +178,7 @@ def test_missing_root_and_wrong_layout(tmp_path):
         EgoHOSSource(tmp_path / "half").frames()
     assert str(tmp_path / "half" / "train" / "label") in str(e.value)
 
-    with pytest.raises(DataError, match="egohos_second_order"):
+    with pytest.raises(DataError, match="egohos-second-order"):
         EgoHOSSource(tmp_path / "half", {"egohos_second_order": "maybe"})
 
 
@@ -218,7 +219,7 @@ def test_cli_demo_build_and_read_back(tmp_path):
 
 
 def test_manifest_mapping_file_matches_code():
-    facts = json.loads((Path(__file__).parents[1] / "manifests" / "egohos.json").read_text())
+    facts = manifests.load("egohos.json")
     from hodata.sources.egohos import id_lut
 
     for mode, table in facts["to_hodata"].items():

@@ -15,13 +15,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from hodata import manifests
 from hodata.cli import main as hodata_cli
 from hodata.demo import freihand as demo
 from hodata.errors import DataError
 from hodata.schema import HAND, decode_seg
 from hodata.shards import BuildConfig, build
 from hodata.sources import open_source
-from hodata.sources._common import mask_iou
+from hodata.sources.rendered import mask_iou
 from hodata.sources.freihand import VERSIONS, image_index, threshold_mask
 
 N = 5  # annotations in the fixture: 20 training images
@@ -176,7 +177,7 @@ def test_cli_demo_then_build(tmp_path):
 def test_manifest_facts_match_the_code():
     from hodata.sources import freihand
 
-    facts = json.loads((Path(__file__).resolve().parents[1] / "manifests" / "freihand.json").read_text())
+    facts = manifests.load("freihand.json")
     assert tuple(facts["versions"]) == freihand.VERSIONS
     assert facts["mask"]["threshold"] == freihand.MASK_THRESHOLD
 
@@ -196,11 +197,12 @@ def test_vertices_parse_like_json(demo_out, tmp_path):
 
 
 def test_imports_no_other_source():
-    """A source module knows one dataset: the helpers FreiHAND shares with HO3D live in sources._common."""
+    """A source module knows one dataset: what FreiHAND shares with other sources lives in named shared modules."""
     code = ("import json, sys, hodata.sources.freihand; "
             "print(json.dumps(sorted(m for m in sys.modules if m.startswith('hodata.sources.'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert json.loads(out) == ["hodata.sources._common", "hodata.sources.freihand"]
+    assert json.loads(out) == ["hodata.sources.files", "hodata.sources.freihand", "hodata.sources.options",
+                               "hodata.sources.rendered"]
 
 
 def test_mask_iou():

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from hodata import manifests
 from hodata.cli import main as hodata_cli
 from hodata.demo import ho3d as demo
 from hodata.errors import DataError
@@ -23,7 +24,7 @@ from hodata.render import render_labels
 from hodata.schema import BACKGROUND, HAND, OBJECT, decode_seg
 from hodata.shards import BuildConfig, build
 from hodata.sources import open_source
-from hodata.sources._common import mano_vertices
+from hodata.sources.rendered import mano_vertices
 from hodata.sources.ho3d import opengl_to_opencv, project, provided_labels, read_meta, sequence_group
 
 
@@ -67,7 +68,7 @@ def test_known_point_lands_on_known_pixel(tree):
     # the same point as the centre of the (unrotated) demo box, hand moved far out of view
     src = open_source("ho3d", tree / "HO3D_v3", opts(tree))
     meta = read_meta(tree / "HO3D_v3" / "train" / "ABF10" / "meta" / "0000.pkl")
-    box_v, _ = src._load_ycb("003_cracker_box")
+    box_v, _ = src.ycb.get("003_cracker_box")
     meta.update(camMat=K, objRot=np.zeros((3, 1)), objTrans=p[0] - box_v.mean(axis=0), handTrans=np.array([5.0, 0, -0.5]))
     seg = src.render(meta, (160, 120))
     assert not (seg == HAND).any()
@@ -80,7 +81,7 @@ def test_known_point_lands_on_known_pixel(tree):
 
 def place_hand(src, meta: dict, centre) -> np.ndarray:
     """handTrans that puts the hand's vertex mean at ``centre`` (OpenGL frame)."""
-    rest = mano_vertices(src._load_mano(), meta["handPose"], meta["handBeta"], np.zeros(3), flat_hand_mean=True)
+    rest = mano_vertices(src.mano, meta["handPose"], meta["handBeta"], np.zeros(3), flat_hand_mean=True)
     return np.asarray(centre, float) - rest.mean(axis=0)
 
 
@@ -91,7 +92,7 @@ def test_zbuffer_decides_occlusion(tree, hand_z, front):
     src = open_source("ho3d", root, opts(tree))
     meta_path = root / "train" / "ABF10" / "meta" / "0001.pkl"
     meta = read_meta(meta_path)
-    box_v, _ = src._load_ycb(str(meta["objName"]))
+    box_v, _ = src.ycb.get(str(meta["objName"]))
     edit_meta(meta_path, objRot=np.zeros((3, 1), np.float32),
               objTrans=(np.array([0, 0, -0.6]) - box_v.mean(axis=0)).astype(np.float32),
               handTrans=place_hand(src, meta, [0, 0, hand_z]).astype(np.float32))
@@ -245,7 +246,7 @@ def test_bad_frames_are_skipped_and_recorded(tree, tmp_path):
     assert "annotation file missing" in skipped[("ABF10", "0002")]["reason"]
     assert "does not decode" in skipped[("ABF11", "0000")]["reason"]
     assert "does not unpickle" in skipped[("MC1", "0000")]["reason"]
-    assert "YCB model 005_tomato_soup_can missing" in skipped[("MC1", "0001")]["reason"]
+    assert "YCB model 005_tomato_soup_can is missing" in skipped[("MC1", "0001")]["reason"]
     assert rec["totals"]["samples"] == 3 and rec["totals"]["skipped"] == 6
     manifest = json.loads((tmp_path / "shards" / "manifest.json").read_text())
     assert len(manifest["builds"]["ho3d"]["skipped"]) == 6
@@ -305,7 +306,7 @@ def test_cli_demo_then_build(tmp_path):
 def test_manifest_facts_match_the_code():
     from hodata.sources import ho3d
 
-    facts = json.loads((Path(__file__).resolve().parents[1] / "manifests" / "ho3d.json").read_text())
+    facts = manifests.load("ho3d.json")
     assert tuple(facts["split"]["multi_camera_bases"]) == ho3d.MULTI_CAMERA_BASES
     assert np.array_equal(np.array(facts["coordinates"]["to_opencv"]), ho3d.OPENGL_TO_OPENCV)
     assert set(ho3d.REQUIRED_META) <= set(facts["meta_fields_used"])

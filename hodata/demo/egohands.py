@@ -5,7 +5,7 @@ OUT/egohands_data/metadata.mat                              # struct array `vide
 OUT/egohands_data/_LABELLED_SAMPLES/<VIDEO_ID>/frame_%04d.jpg
 OUT/egohands_data/_LABELLED_SAMPLES/<VIDEO_ID>/polygons.mat # struct array `polygons` (1 x frames)
 ```
-Video ids are real ones from ``manifests/egohands_split.json`` (so the official split applies), taken from
+Video ids are real ones from ``hodata/manifests/egohands_split.json`` (so the official split applies), taken from
 test, val and train in turn. Frame numbers are random and increasing, like the release's. The wearer's
 hands come up from the bottom edge; the partner's come down from the top, behind them. Each visible hand
 is annotated as one polygon of float (x, y) in MATLAB's 1-based pixel coordinates; absent hands are empty
@@ -22,12 +22,13 @@ import cv2
 import numpy as np
 import scipy.io
 
+from hodata import manifests
 from hodata.demo.blobs import compose_scene
 
 SLOTS = ("myleft", "myright", "yourleft", "yourright")
 VIDEO_FIELDS = ("video_id", "partner_video_id", "ego_viewer_id", "partner_id", "location_id", "activity_id",
                 "labelled_frames")
-SPLIT_FILE = Path(__file__).resolve().parents[2] / "manifests" / "egohands_split.json"
+SPLIT_FILE = manifests.path("egohands_split.json")
 
 
 def pick_videos(count: int) -> list[str]:

@@ -73,7 +73,7 @@ def rotation(rvec) -> np.ndarray:
 def random_frame(rng: np.random.Generator, mano, obj_name: str, obj_verts: np.ndarray,
                  hand_in_front: bool) -> dict:
     """Hand and object poses (OpenGL frame) near the image centre, overlapping in about half the frames."""
-    from hodata.sources._common import mano_vertices
+    from hodata.sources.rendered import mano_vertices
 
     pose = np.zeros(48)
     pose[:3] = rng.normal(0, 0.35, 3)
@@ -94,7 +94,7 @@ def random_frame(rng: np.random.Generator, mano, obj_name: str, obj_verts: np.nd
 
 def posed_meshes(mano, p: dict, obj_verts: np.ndarray, obj_faces: np.ndarray):
     """(hand verts, object verts) in the OpenGL frame, and the render list in the OpenCV frame."""
-    from hodata.sources._common import mano_vertices
+    from hodata.sources.rendered import mano_vertices
 
     hv = mano_vertices(mano, p["pose"], p["beta"], p["trans"], flat_hand_mean=True)
     ov = obj_verts @ rotation(p["obj_rot"]).T + p["obj_trans"]

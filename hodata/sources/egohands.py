@@ -15,7 +15,7 @@ Empty slots and polygons of fewer than 3 points draw nothing. Objects are not an
 
 Frames: ``polygons.mat`` entry i belongs to the i-th frame file in sorted order; ``metadata.mat`` gives the
 frame numbers explicitly and is cross-checked against the files. Splits are by video (never by frame), from
-``manifests/egohands_split.json`` or the ``split_file`` option.
+``hodata/manifests/egohands_split.json`` or the ``split_file`` option.
 """
 
 from __future__ import annotations
@@ -30,8 +30,10 @@ import scipy.io
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
 from hodata.schema import Sample, instance, seg_from_instances
+from hodata import manifests
 from hodata.sources import FrameRef, Source
-from hodata.schema import checked_image_size
+from hodata.sources.files import read_image
+from hodata.sources.options import SPLIT_FILE
 from hodata.splits import load_split_file
 
 SLOTS = ("myleft", "myright", "yourleft", "yourright")
@@ -39,7 +41,7 @@ SLOT_INFO = {"myleft": ("left", "wearer"), "myright": ("right", "wearer"),
              "yourleft": ("left", "partner"), "yourright": ("right", "partner")}
 VIDEO_FIELDS = ("video_id", "partner_video_id", "ego_viewer_id", "partner_id", "location_id", "activity_id",
                 "labelled_frames")
-DEFAULT_SPLIT_FILE = Path(__file__).resolve().parents[2] / "manifests" / "egohands_split.json"
+DEFAULT_SPLIT_FILE = manifests.path("egohands_split.json")
 SAMPLES_DIR = "_LABELLED_SAMPLES"
 _FRAME_FILE = re.compile(r"^frame_(\d+)\.jpg$")
 
@@ -172,12 +174,13 @@ def read_polygons(path: Path) -> list[dict[str, Any]]:
 
 class EgoHandsSource(Source):
     name = "egohands"
+    OPTIONS = (SPLIT_FILE,)
 
     def __init__(self, root, options: dict[str, Any] | None = None):
         super().__init__(root, options)
         if not (self.root / "metadata.mat").exists() and (self.root / "egohands_data" / "metadata.mat").exists():
             self.root = self.root / "egohands_data"  # the folder the zip unpacks into, one level up
-        self.split_file = Path(self.options.get("split_file") or DEFAULT_SPLIT_FILE)
+        self.split_file = Path(self.options["split_file"] or DEFAULT_SPLIT_FILE)
         self._polygon_cache: tuple[str, list] | None = None  # (video, polygons) of the last video loaded
         self._describe: dict[str, Any] = {}
 
@@ -231,11 +234,7 @@ class EgoHandsSource(Source):
         img_rel = f"{rel_dir}/frame_{num:04d}.jpg"
         img_path = self.root / img_rel
         poly_path = self.root / rel_dir / "polygons.mat"
-        try:
-            image = img_path.read_bytes()
-        except OSError as e:
-            raise BadFrame(f"cannot read image: {e.strerror or e}", img_path) from e
-        width, height = checked_image_size(image, img_path)
+        image, (width, height) = read_image(img_path)
         try:
             entries = self._polygons(rel_dir)
         except DataError as e:  # a broken polygons.mat loses this video's frames, not the whole build

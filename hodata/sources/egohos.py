@@ -24,18 +24,19 @@ import re
 from pathlib import Path
 from typing import Any
 
+import click
 import numpy as np
 from PIL import Image
 
 from hodata.errors import BadFrame, DataError
 from hodata.schema import (BACKGROUND, HAND, IGNORE, NO_INSTANCE, OBJECT, UNKNOWN_INSTANCE, Sample,
-                           checked_image_size, instance, label_histogram)
-from hodata.sources import FrameRef, Source
+                           instance, label_histogram)
+from hodata.sources import FrameRef, Option, Source
+from hodata.sources.files import read_image
 
 SPLITS = ("train", "val", "test_indomain", "test_outdomain")
 IMAGE_SUFFIX, LABEL_SUFFIX = ".jpg", ".png"
 MAX_ID = 8
-HAND_SIDES = {1: "left", 2: "right"}
 SECOND_ORDER_MODES = {"ignore": IGNORE, "object": OBJECT, "background": BACKGROUND}
 ID_NAMES = {0: "background", 1: "left hand", 2: "right hand", 3: "first-order object, left hand",
             4: "first-order object, right hand", 5: "first-order object, both hands",
@@ -89,10 +90,13 @@ def sequence_of(name: str, split: str) -> str:
 
 class EgoHOSSource(Source):
     name = "egohos"
+    OPTIONS = (Option("egohos_second_order", click.Choice(tuple(SECOND_ORDER_MODES)), "ignore",
+                      help="How to label 2nd-order interacting objects (ids 6, 7, 8): ignore (255), object or "
+                           "background."),)
 
     def __init__(self, root, options: dict[str, Any] | None = None):
         super().__init__(root, options)
-        self.second_order = str(self.options.get("egohos_second_order") or "ignore")
+        self.second_order = self.options["egohos_second_order"]
         self.lut = id_lut(self.second_order)
         self.inst_lut = instance_lut(self.second_order)
         self._counts: dict[str, int] = {}
@@ -124,11 +128,7 @@ class EgoHOSSource(Source):
     def load(self, ref: FrameRef) -> Sample:
         rel_img, rel_lab = ref.info
         img_path, lab_path = self.root / rel_img, self.root / rel_lab
-        try:
-            image = img_path.read_bytes()
-        except OSError as e:
-            raise BadFrame(f"cannot read image: {e.strerror or e}", img_path) from e
-        width, height = checked_image_size(image, img_path)
+        image, (width, height) = read_image(img_path)
         ids = read_label(lab_path, width, height)
         present = np.flatnonzero(label_histogram(ids)).tolist()
         instances = frame_instances(present, self.inst_lut)
@@ -139,9 +139,6 @@ class EgoHOSSource(Source):
             inst=self.inst_lut[ids], instances=instances,
             provenance={"image": rel_img, "label": rel_lab},
         )
-
-    def build_options(self) -> dict[str, Any]:
-        return {"egohos_second_order": self.second_order}
 
     def describe(self) -> dict[str, Any]:
         return {"frames_per_split": dict(self._counts),

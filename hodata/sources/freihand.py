@@ -30,13 +30,14 @@ import numpy as np
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
-from hodata.schema import BACKGROUND, HAND, Sample, checked_image_size, instance
+from hodata.schema import BACKGROUND, HAND, Sample, instance
 from hodata.sources import FrameRef, Source
-from hodata.sources._common import find_right_mano, mask_iou
+from hodata.sources.files import decode_array, read_file, read_image, relative
+from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, masks, val_fraction
+from hodata.sources.rendered import load_mano, mask_iou
 from hodata.splits import assign_groups, load_split_file
 
 VERSIONS = ("gs", "hom", "sample", "auto")  # toolkit sample_version order: image i is VERSIONS[i // N]
-MASK_MODES = ("provided", "rendered")
 MASK_THRESHOLD = 127
 DEFAULT_VAL_FRACTION = 0.1
 TEST_SEQUENCE = "evaluation"
@@ -51,10 +52,7 @@ def image_index(i: int, n: int) -> tuple[int, str]:
 
 def threshold_mask(data: bytes, path: Path) -> np.ndarray:
     """A shipped JPEG mask -> boolean hand mask (luminance > 127)."""
-    gray = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_GRAYSCALE)
-    if gray is None:
-        raise BadFrame("mask does not decode", path)
-    return gray > MASK_THRESHOLD
+    return decode_array(data, path, "mask", cv2.IMREAD_GRAYSCALE) > MASK_THRESHOLD
 
 
 def _load_json(path: Path) -> Any:
@@ -90,34 +88,27 @@ def load_vertices(path: Path, n: int) -> np.ndarray:
 class FreiHANDSource(Source):
     """FreiHAND_pub_v2 training images (4 versions) and, when its ground truth is there, the evaluation set.
 
-    Options: ``masks`` ("provided" | "rendered"), ``mano_dir`` (MANO_RIGHT.pkl: the faces for rendering),
-    ``renderer``, ``val_fraction`` (share of annotation indices held out), ``split_file`` (JSON
-    {split: [annotation index, ...]}).
+    Rendering needs MANO_RIGHT.pkl only for its faces (the dataset ships posed vertices); the model is loaded
+    and checked when the source opens.
     """
 
     name = "freihand"
+    OPTIONS = (MANO_DIR, masks("provided"), RENDERER, val_fraction(DEFAULT_VAL_FRACTION), SPLIT_FILE)
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        self.masks = self.options.get("masks") or "provided"
-        if self.masks not in MASK_MODES:
-            raise DataError(f"freihand masks must be one of {MASK_MODES}, got {self.masks!r}")
-        self.renderer = self.options.get("renderer") or "zbuffer"
-        self.val_fraction = float(self.options.get("val_fraction", DEFAULT_VAL_FRACTION) or 0.0)
+        self.masks, self.renderer = self.options["masks"], self.options["renderer"]
+        self.val_fraction = self.options["val_fraction"]
         k_file = self.root / "training_K.json"
         if not k_file.is_file():
             hint = [p.name for p in self.root.glob("FreiHAND*") if (p / "training_K.json").is_file()]
             raise DataError("not a FreiHAND root: training_K.json missing"
                             + (f" (try --root {self.root / hint[0]})" if hint else ""), k_file)
-        try:
-            self.mano_file: Path | None = find_right_mano(self.options.get("mano_dir"))
-        except DataError:
-            if self.masks == "rendered":
-                raise
-            self.mano_file = None
+        mano_given = self.options["mano_dir"] or os.environ.get("MANO_DIR")
+        self.mano = load_mano(self.options["mano_dir"], "right", fix_left=False) \
+            if (mano_given or self.masks == "rendered") else None
         self._K: dict[str, np.ndarray] = {}
         self._verts: dict[str, np.ndarray | None] = {}  # per process, on first use
-        self._faces: np.ndarray | None = None
         self._split_of: dict[int, str] | None = None
         self._has_eval: bool | None = None
 
@@ -132,7 +123,7 @@ class FreiHANDSource(Source):
         return self._K[subset]
 
     def _assign_splits(self, n: int) -> dict[int, str]:
-        split_file = self.options.get("split_file")
+        split_file = self.options["split_file"]
         if split_file:
             listed = load_split_file(split_file)
             missing = [i for i in range(n) if str(i) not in listed]
@@ -171,9 +162,7 @@ class FreiHANDSource(Source):
         return refs
 
     def build_options(self) -> dict[str, Any]:
-        return {"masks": self.masks, "renderer": self.renderer, "val_fraction": self.val_fraction,
-                "split_file": str(self.options["split_file"]) if self.options.get("split_file") else None,
-                "mask_threshold": MASK_THRESHOLD}
+        return super().build_options() | {"mask_threshold": MASK_THRESHOLD}
 
     def describe(self) -> dict[str, Any]:
         n = len(self._camera("training"))
@@ -197,13 +186,14 @@ class FreiHANDSource(Source):
             "annotation_files": annotations,
             "masks": self.masks,
             "mask_rule": f"luminance > {MASK_THRESHOLD} of training/mask/%08d.jpg (index % N)",
-            "renderer": self.renderer if self.mano_file else None,
-            "mano_file": str(self.mano_file) if self.mano_file else None,
-            "render_note": None if self.mano_file else "no --mano-dir: provided masks not compared with renders",
+            "renderer": self.renderer if self.mano else None,
+            "mano": self.mano.describe() if self.mano else None,
+            "mano_file": self.mano.path if self.mano else None,
+            "render_note": None if self.mano else "no --mano-dir: provided masks not compared with renders",
             "evaluation": evaluation,
             "sequence": "image version (gs, hom, sample, auto); 'evaluation' for the test split",
             "split_by": "annotation index: the 4 versions of one annotation share a split",
-            "val_fraction": None if self.options.get("split_file") else self.val_fraction,
+            "val_fraction": None if self.options["split_file"] else self.val_fraction,
             "split_counts": {s: sum(1 for v in split.values() if v == s) for s in sorted(set(split.values()))},
             "held_out_indices": val if len(val) <= 5000 else f"{len(val)} indices (seed 'freihand', assign_groups)",
         }
@@ -215,11 +205,7 @@ class FreiHANDSource(Source):
         n = len(K_all)
         idx = i % n
         rgb_path = self.root / subset / "rgb" / f"{i:08d}.jpg"
-        try:
-            image = rgb_path.read_bytes()
-        except OSError as e:
-            raise BadFrame(f"image unreadable ({e.strerror})", rgb_path) from e
-        width, height = checked_image_size(image, rgb_path)
+        image, (width, height) = read_image(rgb_path)
         K = K_all[idx]
 
         provided, mask_path = self._provided(subset, idx, (width, height))
@@ -256,14 +242,12 @@ class FreiHANDSource(Source):
             path = self.root / "training" / "mask" / f"{idx:08d}.jpg"
             if not path.is_file():
                 return None, path
-            mask = threshold_mask(path.read_bytes(), path)
+            mask = threshold_mask(read_file(path, "mask"), path)
         else:  # evaluation ground truth: segmap, hand where > 0
             path = self.root / "evaluation" / "segmap" / f"{idx:08d}.png"
             if not path.is_file():
                 return None, path
-            raw = cv2.imdecode(np.frombuffer(path.read_bytes(), np.uint8), cv2.IMREAD_UNCHANGED)
-            if raw is None:
-                raise BadFrame("segmap does not decode", path)
+            raw = decode_array(read_file(path, "segmap"), path, "segmap")
             mask = (raw > 0) if raw.ndim == 2 else (raw > 0).any(axis=2)
         if mask.shape != (size[1], size[0]):
             raise BadFrame(f"mask is {mask.shape[1]}x{mask.shape[0]}, image is {size[0]}x{size[1]}", path)
@@ -271,7 +255,7 @@ class FreiHANDSource(Source):
 
     # ---------------------------------------------------------------------------------- rendering
     def _can_render(self, subset: str) -> bool:
-        return self.mano_file is not None and (self.root / f"{subset}_verts.json").is_file()
+        return self.mano is not None and (self.root / f"{subset}_verts.json").is_file()
 
     def vertices(self, subset: str) -> np.ndarray:
         """All (N, 778, 3) vertices of a subset (float32), loaded once per process."""
@@ -282,12 +266,9 @@ class FreiHANDSource(Source):
     def _render(self, subset: str, idx: int, K: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         from hodata.render import render_labels
 
-        if self._faces is None:
-            from hodata.mano import load_mano
-
-            self._faces = np.asarray(load_mano(self.mano_file, "right").faces, dtype=np.int64)
         verts = self.vertices(subset)[idx].astype(np.float64)
-        return render_labels(K, size, [(verts, self._faces, HAND)], backend=self.renderer) == HAND
+        faces = np.asarray(self.mano.faces, dtype=np.int64)
+        return render_labels(K, size, [(verts, faces, HAND)], backend=self.renderer) == HAND
 
     def _rel(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
+        return relative(self.root, path)

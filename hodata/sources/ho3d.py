@@ -14,6 +14,7 @@ the (unknown) hand covers it, so they are skipped and the choice is recorded in 
 
 from __future__ import annotations
 
+import os
 import pickle
 import warnings
 from pathlib import Path
@@ -27,7 +28,9 @@ from hodata.manifest import file_digest
 from hodata.mano import axis_angle_to_matrix
 from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size, instance
 from hodata.sources import FrameRef, Source
-from hodata.sources._common import find_right_mano, mano_vertices, mask_iou
+from hodata.sources.files import decode_array, read_file, read_image, relative
+from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, YCB_DIR, masks, val_fraction
+from hodata.sources.rendered import YCB_MESH_NAME, YCBMeshes, load_mano, mano_vertices, mask_iou
 from hodata.splits import assign_groups, load_split_file
 
 # Sequences recorded by several cameras are a base name plus a camera digit (ABF10..ABF14 -> ABF1); the
@@ -35,9 +38,7 @@ from hodata.splits import assign_groups, load_split_file
 MULTI_CAMERA_BASES = ("ABF1", "BB1", "GPMF1", "GSF1", "MDF1", "SB1", "ShSu1", "SiBF1", "SMu4", "MPM1", "AP1")
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 REQUIRED_META = ("handPose", "handBeta", "handTrans", "camMat", "objRot", "objTrans", "objName")
-MASK_MODES = ("rendered", "provided")
 DEFAULT_VAL_FRACTION = 0.1
-YCB_MESH_NAME = "textured_simple.obj"
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -80,9 +81,9 @@ def provided_labels(data: bytes, ext: str, size: tuple[int, int], path: Path) ->
     v3 ``.png``: hand = blue channel 255, object = green channel 255. v2 ``.jpg``: hand red, object blue,
     blurred by JPEG, so a channel counts when it is above half and dominates the other colour.
     """
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise BadFrame("provided mask does not decode", path)
+    bgr = decode_array(data, path, "provided mask", cv2.IMREAD_COLOR)
+    if bgr.ndim != 3:
+        raise BadFrame(f"provided mask must be a colour image, got shape {bgr.shape}", path)
     b, g, r = (bgr[..., i].astype(np.int16) for i in range(3))
     if ext == "png":
         hand, obj = b > 127, (g > 127) & ~(b > 127)
@@ -137,51 +138,39 @@ def read_meta(path: Path) -> dict[str, Any]:
 class HO3DSource(Source):
     """HO3D v2/v3 training frames with rendered (default) or provided hand/object masks.
 
-    Options: ``mano_dir`` (MANO_RIGHT.pkl), ``ycb_dir`` (``<objName>/textured_simple.obj``), ``masks``
-    ("rendered" | "provided"), ``renderer`` ("zbuffer" | "pyrender"), ``val_fraction`` (share of scenes
-    held out as "val"), ``split_file`` (JSON {split: [sequence or base, ...]}).
+    The hand is MANO's right hand, full 48-D pose without the hand mean; the object is the frame's YCB model.
+    Both models are loaded and checked when the source opens, so a bad model stops the build at once.
     """
 
     name = "ho3d"
+    OPTIONS = (MANO_DIR, YCB_DIR, masks("rendered"), RENDERER, val_fraction(DEFAULT_VAL_FRACTION), SPLIT_FILE)
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
-        self.masks = self.options.get("masks") or "rendered"
-        if self.masks not in MASK_MODES:
-            raise DataError(f"ho3d masks must be one of {MASK_MODES}, got {self.masks!r}")
-        self.renderer = self.options.get("renderer") or "zbuffer"
-        self.val_fraction = float(self.options.get("val_fraction", DEFAULT_VAL_FRACTION) or 0.0)
+        self.masks, self.renderer = self.options["masks"], self.options["renderer"]
+        self.val_fraction = self.options["val_fraction"]
         self.train_list = self.root / "train.txt"
         if not self.train_list.is_file():
             hint = [p.name for p in self.root.glob("HO3D_v*") if (p / "train.txt").is_file()]
             raise DataError("not an HO3D root: train.txt missing"
                             + (f" (try --root {self.root / hint[0]})" if hint else ""), self.train_list)
-        self.mano_file, self.ycb_dir, self.render_note = self._find_models()
+        self.mano, self.ycb, self.render_note = self._open_models()
         self._entries: list[tuple[str, str]] | None = None
         self._version: dict[str, str] | None = None
         self._split_of: dict[str, str] | None = None
-        self._mano = None  # loaded on first use in each process
-        self._ycb: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     # ---------------------------------------------------------------------------------- setup
-    def _find_models(self) -> tuple[Path | None, Path | None, str]:
-        """MANO file and YCB folder: required to render; in "provided" mode only for the agreement check."""
-        try:
-            mano_file = find_right_mano(self.options.get("mano_dir"))
-        except DataError:
-            if self.masks == "rendered":
-                raise
-            mano_file = None
-        ycb = self.options.get("ycb_dir")
-        ycb_dir = Path(ycb) if ycb else None
-        if ycb_dir is not None and not ycb_dir.is_dir():
-            raise DataError("YCB models folder does not exist (expected <objName>/textured_simple.obj inside)", ycb_dir)
-        if ycb_dir is None and self.masks == "rendered":
+    def _open_models(self):
+        """MANO right hand and YCB meshes: required to render; with provided masks, used (when given) only to
+        measure how well the provided masks agree with our render."""
+        mano_given = self.options["mano_dir"] or os.environ.get("MANO_DIR")
+        ycb_given = self.options["ycb_dir"]
+        if self.masks == "rendered" and not ycb_given:
             raise DataError("HO3D rendered masks need the YCB object models: pass --ycb-dir DIR holding "
-                            "<objName>/textured_simple.obj (the YCB-Video models download)", self.root)
-        if mano_file is None or ycb_dir is None:
+                            f"<objName>/{YCB_MESH_NAME} (the YCB-Video models download)", self.root)
+        if self.masks == "provided" and not (mano_given and ycb_given):
             return None, None, "no rendering: pass --mano-dir and --ycb-dir to compare provided masks with renders"
-        return mano_file, ycb_dir, ""
+        return load_mano(self.options["mano_dir"], "right", fix_left=False), YCBMeshes(ycb_given), ""
 
     def _read_list(self, path: Path) -> list[tuple[str, str]]:
         entries = []
@@ -215,7 +204,7 @@ class HO3DSource(Source):
 
     def _assign_splits(self, seqs: list[str]) -> dict[str, str]:
         """sequence -> split, by scene (multi-camera base) so that no scene is in two splits."""
-        split_file = self.options.get("split_file")
+        split_file = self.options["split_file"]
         if split_file:
             listed = load_split_file(split_file)
             out, unlisted = {}, []
@@ -251,9 +240,7 @@ class HO3DSource(Source):
         return [FrameRef(self._split_of[seq], seq, frame) for seq, frame in entries]
 
     def build_options(self) -> dict[str, Any]:
-        return {"masks": self.masks, "renderer": self.renderer, "val_fraction": self.val_fraction,
-                "split_file": str(self.options["split_file"]) if self.options.get("split_file") else None,
-                "evaluation": "skipped"}
+        return super().build_options() | {"evaluation": "skipped"}
 
     def describe(self) -> dict[str, Any]:
         entries = self._index()
@@ -272,14 +259,15 @@ class HO3DSource(Source):
             **(self._version or {}),
             "list_files": lists,
             "masks": self.masks,
-            "renderer": self.renderer if self.mano_file else None,
+            "renderer": self.renderer if self.mano else None,
             "render_note": self.render_note or None,
-            "mano_file": (str(self.mano_file) if self.mano_file else None),
-            "mano_sha256": file_digest(self.mano_file)["sha256"] if self.mano_file else None,
-            "ycb_dir": str(self.ycb_dir) if self.ycb_dir else None,
+            "mano": self.mano.describe() if self.mano else None,
+            "mano_file": self.mano.path if self.mano else None,
+            "mano_sha256": file_digest(Path(self.mano.path))["sha256"] if self.mano else None,
+            "ycb_dir": str(self.ycb.dir) if self.ycb else None,
             "evaluation": eval_note,
             "split_by": "scene: multi-camera sequences grouped by base name (" + " ".join(MULTI_CAMERA_BASES) + ")",
-            "val_fraction": None if self.options.get("split_file") else self.val_fraction,
+            "val_fraction": None if self.options["split_file"] else self.val_fraction,
             "sequences": {s: {"frames": n, "scene": sequence_group(s), "split": self._split_of[s]}
                           for s, n in sorted(per_seq.items())},
             "split_assignment": {g: sp for g, sp in sorted({(sequence_group(s), self._split_of[s])
@@ -299,38 +287,35 @@ class HO3DSource(Source):
         seg_path = seq_dir / "seg" / f"{ref.frame}.{v['seg_ext']}"
 
         meta = read_meta(meta_path)
-        try:
-            image = rgb_path.read_bytes()
-        except OSError as e:
-            raise BadFrame(f"image unreadable ({e.strerror})", rgb_path) from e
-        width, height = checked_image_size(image, rgb_path)
+        image, (width, height) = read_image(rgb_path)
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
 
-        rendered, render_error = None, None
-        if self.mano_file:
+        extra: dict[str, Any] = {"mask_source": self.masks, "version": v["version"]}
+        rendered = None
+        if self.mano is not None:
             try:
                 rendered = self.render(meta, (width, height))
             except BadFrame as e:
                 if self.masks == "rendered":
                     raise
-                render_error = str(e)  # provided masks do not need the render: only the agreement is lost
+                extra["render_error"] = str(e)  # provided masks do not need the render: only the agreement is lost
         provided = None
-        if seg_path.is_file():
-            provided = provided_labels(seg_path.read_bytes(), v["seg_ext"], (width, height), seg_path)
-        elif self.masks == "provided":
-            raise BadFrame("provided mask missing (HO3D_v*_segmentations_rendered.zip unpacks into train/<SEQ>/seg)",
-                           seg_path)
+        if seg_path.is_file() or self.masks == "provided":
+            try:
+                provided = provided_labels(read_file(seg_path, "provided mask"), v["seg_ext"], (width, height),
+                                           seg_path)
+            except BadFrame as e:
+                if self.masks == "provided":
+                    raise
+                extra["provided_mask_error"] = str(e)  # rendered masks do not need it: only the agreement is lost
         seg = rendered if self.masks == "rendered" else provided
 
-        extra: dict[str, Any] = {"mask_source": self.masks, "version": v["version"]}
-        if render_error:
-            extra["render_error"] = render_error
         if rendered is not None and provided is not None:
             extra["mask_agreement"] = {"hand_iou": mask_iou(rendered == HAND, provided == HAND),
                                        "object_iou": mask_iou(rendered == OBJECT, provided == OBJECT)}
-        provenance = {"rgb": self._rel(rgb_path), "meta": self._rel(meta_path)}
+        provenance = {"rgb": relative(self.root, rgb_path), "meta": relative(self.root, meta_path)}
         if provided is not None:
-            provenance["seg"] = self._rel(seg_path)
+            provenance["seg"] = relative(self.root, seg_path)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
             image=image, image_ext=rgb_path.suffix[1:].lower(), seg=seg, width=width, height=height,
@@ -348,13 +333,12 @@ class HO3DSource(Source):
     # ---------------------------------------------------------------------------------- rendering
     def hand_vertices(self, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """MANO right hand in HO3D's OpenGL frame: full 48-D pose, no hand mean, handTrans after skinning."""
-        mano = self._load_mano()
-        verts = mano_vertices(mano, meta["handPose"], meta["handBeta"], meta["handTrans"], flat_hand_mean=True)
-        return verts, np.asarray(mano.faces, dtype=np.int64)
+        verts = mano_vertices(self.mano, meta["handPose"], meta["handBeta"], meta["handTrans"], flat_hand_mean=True)
+        return verts, np.asarray(self.mano.faces, dtype=np.int64)
 
     def object_vertices(self, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """The frame's YCB model posed in HO3D's OpenGL frame."""
-        verts, faces = self._load_ycb(str(meta["objName"]))
+        verts, faces = self.ycb.get(str(meta["objName"]))
         return pose_object(verts, meta["objRot"], meta["objTrans"]), faces
 
     def render(self, meta: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
@@ -365,32 +349,6 @@ class HO3DSource(Source):
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
         meshes = [(opengl_to_opencv(hv), hf, HAND), (opengl_to_opencv(ov), of, OBJECT)]
         return render_labels(K, size, meshes, backend=self.renderer)
-
-    def _load_mano(self):
-        if self._mano is None:
-            from hodata.mano import load_mano
-
-            self._mano = load_mano(self.mano_file, "right")
-        return self._mano
-
-    def _load_ycb(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        if name not in self._ycb:
-            import trimesh
-
-            path = self.ycb_dir / name / YCB_MESH_NAME
-            if not path.is_file():
-                raise BadFrame(f"YCB model {name} missing", path)
-            try:
-                mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
-            except Exception as e:  # noqa: BLE001 - trimesh raises many types for bad files
-                raise BadFrame(f"YCB model does not load ({type(e).__name__}: {e})", path) from e
-            if not len(getattr(mesh, "faces", ())):
-                raise BadFrame("YCB model has no faces", path)
-            self._ycb[name] = (np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64))
-        return self._ycb[name]
-
-    def _rel(self, path: Path) -> str:
-        return path.relative_to(self.root).as_posix()
 
 
 def _plain(value: Any) -> Any:

@@ -1,0 +1,80 @@
+"""Pieces the sources that render MANO hands and YCB objects share (HO3D, FreiHAND, DexYCB).
+
+No dataset knowledge here: MANO by side with an explicit left-hand fix, YCB meshes cached per process, the
+agreement of two masks. Reading a frame's files with clear errors is :mod:`hodata.sources.files`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hodata.errors import BadFrame, DataError
+
+YCB_MESH_NAME = "textured_simple.obj"
+
+
+def load_mano(mano_dir: Any, side: str, fix_left: bool):
+    """The MANO model of one side from ``--mano-dir`` (or env MANO_DIR), loaded and checked now.
+
+    ``fix_left`` applies the left-hand shapedirs fix (see :func:`hodata.mano.fix_left_shapedirs`); it must be
+    stated explicitly, since datasets differ (DexYCB was annotated with the unfixed MANO_LEFT). A missing,
+    foreign or damaged file is a DataError here, at open time, so a build never starts on a bad model.
+    """
+    from hodata.mano import load_mano_dir  # loaded only by sources that render
+
+    return load_mano_dir(mano_dir, side, fix_left=fix_left)
+
+
+def mano_file(mano_dir: Any, side: str) -> Path:
+    """Where the MANO model of one side is (DataError saying where to get it otherwise)."""
+    from hodata.mano import find_mano_file
+
+    return Path(find_mano_file(mano_dir, side))
+
+
+def mano_vertices(model: Any, pose: Any, betas: Any, trans: Any, flat_hand_mean: bool) -> np.ndarray:
+    """(778, 3) vertices of one posed MANO hand: full 48-D pose, 10 betas, ``trans`` added after skinning."""
+    verts, _ = model.forward(np.asarray(pose, np.float64).reshape(48), np.asarray(betas, np.float64).reshape(10),
+                             np.asarray(trans, np.float64).reshape(3), flat_hand_mean=flat_hand_mean)
+    return verts
+
+
+class YCBMeshes:
+    """YCB object meshes (``<ycb_dir>/<name>/textured_simple.obj``, metres), loaded once per process."""
+
+    def __init__(self, ycb_dir: Path | None):
+        if ycb_dir is not None and not Path(ycb_dir).is_dir():
+            raise DataError(f"YCB models folder does not exist (expected <name>/{YCB_MESH_NAME} inside)", ycb_dir)
+        self.dir = None if ycb_dir is None else Path(ycb_dir)
+        self._cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def path(self, name: str) -> Path:
+        return self.dir / name / YCB_MESH_NAME
+
+    def get(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(vertices (N, 3) float64, faces (F, 3) int64) of one model; BadFrame when missing or broken."""
+        if name not in self._cache:
+            import trimesh
+
+            path = self.path(name)
+            if not path.is_file():
+                raise BadFrame(f"YCB model {name} is missing", path)
+            try:
+                mesh = trimesh.load(path, force="mesh", process=False, skip_materials=True)
+            except Exception as e:  # noqa: BLE001 - trimesh raises many types for a bad file
+                raise BadFrame(f"YCB model does not load ({type(e).__name__}: {e})", path) from None
+            if not len(getattr(mesh, "faces", ())):
+                raise BadFrame("YCB model has no faces", path)
+            self._cache[name] = (np.asarray(mesh.vertices, dtype=np.float64), np.asarray(mesh.faces, dtype=np.int64))
+        return self._cache[name]
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float | None:
+    """IoU of two boolean masks, rounded to 4 places; None when both are empty (undefined)."""
+    union = int(np.count_nonzero(a | b))
+    if union == 0:
+        return None
+    return round(int(np.count_nonzero(a & b)) / union, 4)
