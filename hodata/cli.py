@@ -24,12 +24,31 @@ def _peek_source(args: list[str]) -> str | None:
     return None
 
 
+class RegistryChoice(click.Choice):
+    """A choice among names read from a registry when the command runs (sources registered later count)."""
+
+    def __init__(self, names) -> None:
+        self._names = names
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:
+        return tuple(self._names())
+
+    @choices.setter
+    def choices(self, value) -> None:  # click's own __init__ path; the registry stays the truth
+        pass
+
+
 class SourceCommand(click.Command):
     """``hodata build``: the common options plus those the chosen ``--source`` declares (and only those)."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["hodata.source"] = _peek_source(args)
-        return super().parse_args(ctx, args)
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            raise click.UsageError(_not_an_option(e.option_name, ctx.meta["hodata.source"]), ctx) from None
 
     def get_params(self, ctx: click.Context) -> list[click.Parameter]:
         from hodata.sources import REGISTRY
@@ -45,6 +64,18 @@ class SourceCommand(click.Command):
         if ctx.meta.get("hodata.source") not in _source_names():
             formatter.write_paragraph()
             formatter.write_text("Each source adds its own options: hodata build --source NAME --help")
+
+
+def _not_an_option(flag: str, source: str | None) -> str:
+    """One line for a flag the chosen source does not take, naming the sources that do."""
+    from hodata.sources import REGISTRY
+
+    if source not in REGISTRY:
+        return f"No such option: {flag} (each source adds its own options: hodata build --source NAME --help)"
+    takers = [n for n, e in sorted(REGISTRY.items()) if any(o.flag == flag for o in e.load_class().OPTIONS)]
+    own = ", ".join(o.flag for o in REGISTRY[source].load_class().OPTIONS) or "none"
+    return (f"No such option: {flag} for --source {source} (its options: {own})"
+            + (f"; {flag} belongs to {', '.join(takers)}" if takers else ""))
 
 
 def _source_names() -> list[str]:
@@ -66,7 +97,7 @@ def main() -> None:
 
 
 @main.command(cls=SourceCommand)
-@click.option("--source", required=True, type=click.Choice(_source_names()), help="The dataset.")
+@click.option("--source", required=True, type=RegistryChoice(_source_names), help="The dataset.")
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder, as shipped.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder for shards + manifest.json.")
 @click.option("--max-samples", default=1000, show_default=True, help="Samples per shard at most.")
@@ -120,7 +151,7 @@ def inspect(paths, n_samples, out, seed, as_json):
 
 @main.command()
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Where to write the synthetic dataset.")
-@click.option("--layout", type=click.Choice(_demo_layouts()), default="egohos", show_default=True,
+@click.option("--layout", type=RegistryChoice(_demo_layouts), default="egohos", show_default=True,
               help="Which real dataset's on-disk layout to imitate.")
 @click.option("--frames", default=None, type=int, help="Frames to generate (layout default when omitted).")
 @click.option("--seed", default=0, show_default=True)

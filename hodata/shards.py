@@ -383,7 +383,13 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
             _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
-    finally:  # on any exit a half shard stays as .tmp, never read as complete; the manifest keeps the rest
+    except BuildInterrupted:  # the test hook imitates a kill: the half shard stays behind as .tmp
+        raise
+    except BaseException:  # an error: close the half shard and remove it (a rerun rebuilds it)
+        for w in splits.values():
+            w.abort()
+        raise
+    finally:  # the manifest keeps every finished shard; a .tmp is never read as complete
         progress.close()
     record["status"] = "complete"
     record["finished"] = utc_now()
@@ -431,6 +437,11 @@ class _SplitWriter:
         if self.writer is None:
             self.writer = ShardWriter(self.out, shard_name(self.source_name, self.split, self.index))
         self.writer.write(enc)
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
 
     def finish(self, end: int) -> None:
         if self.writer:
