@@ -4,6 +4,7 @@ failure that is not a bad frame stops the build loudly."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 import pytest
@@ -73,38 +74,49 @@ def test_demo_layouts_come_from_the_registry():
     assert all(name in r.output for name in demo_layouts())
 
 
-def test_a_new_source_is_one_class_and_one_registry_line(tmp_path, monkeypatch):
-    """The minimal skeleton of docs/DESIGN.md, registered at run time: the CLI takes its option at once."""
+def skeleton_from_design_doc() -> tuple[str, str]:
+    """The minimal source module and its registry line, as docs/DESIGN.md shows them."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "DESIGN.md").read_text()
+    block = text.split("# hodata/sources/mydata.py\n", 1)[1].split("```", 1)[0]
+    module, registry = block.split("# hodata/sources/__init__.py\n")
+    return module, registry.strip()
+
+
+def test_a_new_source_is_one_module_and_one_registry_line(tmp_path, monkeypatch):
+    """The skeleton of docs/DESIGN.md, run as written: the CLI takes its option, the build reads its frames."""
     import sys
     import types
 
-    mod = types.ModuleType("skeleton_source")
+    import cv2
+    import numpy as np
 
-    class Skeleton(ToySource):
-        name = "skeleton"
-        OPTIONS = (Option("frames_wanted", click.IntRange(1, 100), 6, "How many frames."),)
+    module_code, registry_line = skeleton_from_design_doc()
+    mod = types.ModuleType("hodata.sources.mydata")
+    exec(compile(module_code, "hodata/sources/mydata.py", "exec"), mod.__dict__)
+    monkeypatch.setitem(sys.modules, "hodata.sources.mydata", mod)
+    monkeypatch.setattr("hodata.sources.REGISTRY", dict(REGISTRY))
+    import hodata.sources as sources
 
-        def __init__(self, root, options=None):
-            Source.__init__(self, root, options)
-            self.n, self.bad, self.size, self.splits = self.options["frames_wanted"], set(), (16, 12), ("train",)
+    exec(registry_line, {"register": sources.register})
+    assert sources.REGISTRY["mydata"].target == "hodata.sources.mydata:MyDataSource"
 
-        def load(self, ref):
-            s = super().load(ref)
-            s.source = "skeleton"
-            return s
-
-    mod.Skeleton = Skeleton
-    monkeypatch.setitem(sys.modules, "skeleton_source", mod)
-    from hodata.sources import register
-
-    monkeypatch.setitem(REGISTRY, "skeleton", REGISTRY["egohos"])  # placeholder, replaced below
-    register("skeleton", "skeleton_source:Skeleton")
-    r = runner.invoke(hodata_cli, ["build", "--source", "skeleton", "--root", str(tmp_path), "--out",
-                                   str(tmp_path / "o"), "--frames-wanted", "5", "--quiet"])
+    root = tmp_path / "mydata"
+    (root / "seqA").mkdir(parents=True)
+    for i in range(3):
+        img = np.full((12, 16, 3), 40 * i, np.uint8)
+        cv2.imwrite(str(root / "seqA" / f"f{i}.jpg"), img)
+        mask = np.zeros((12, 16), np.uint8)
+        mask[2:6, 3:9] = 1
+        cv2.imwrite(str(root / "seqA" / f"f{i}.png"), mask)
+    r = runner.invoke(hodata_cli, ["build", "--source", "mydata", "--help"])
+    assert "--min-area" in r.output and "--egohos-second-order" not in r.output
+    r = runner.invoke(hodata_cli, ["build", "--source", "mydata", "--root", str(root), "--out", str(tmp_path / "o"),
+                                   "--min-area", "5", "--quiet"])
     assert r.exit_code == 0, r.output
-    manifest = json.loads((tmp_path / "o" / "manifest.json").read_text())
-    assert manifest["builds"]["skeleton"]["totals"]["samples"] == 5
-    assert manifest["builds"]["skeleton"]["options"]["frames_wanted"] == 5
+    rec = json.loads((tmp_path / "o" / "manifest.json").read_text())["builds"]["mydata"]
+    assert rec["totals"]["samples"] == 3 and rec["options"]["min_area"] == 5
+    assert rec["source"]["licence"] == "CC BY 4.0"
+    assert rec["totals"]["class_pixels"]["hand"] == 3 * 24
 
 
 # ------------------------------------------------------------------------------------------ failures
