@@ -111,7 +111,7 @@ def test_clean_build_counts_balance_labels_provenance(tmp_path, capsys):
     assert px == {"hand": 9 * HAND_PX, "object": 9 * OBJECT_PX, "ignore": 9 * IGNORE_PX,
                   "background": 9 * (W * H - HAND_PX - OBJECT_PX - IGNORE_PX)}
     assert report["class_balance"]["tiny"]["fractions"]["hand"] == pytest.approx(HAND_PX / (W * H))
-    assert report["labels"]["tiny"] == {"samples": 9, "hand": 9, "object": 6}
+    assert report["labels"]["tiny"] == {"samples": 9, "hand": 9, "object": 6, "sides": 0}
     assert report["image_sizes"] == {"tiny": {f"{W}x{H}": 9}}
     (prov,) = report["provenance"]
     assert prov["command"] == "hodata build --source tiny" and prov["status"] == "complete"
