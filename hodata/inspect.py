@@ -331,7 +331,7 @@ class Candidate:
     def summary(self) -> dict[str, Any]:
         """What a gallery caption says: hands by side, object names, whether it has amodal masks."""
         hands = [i.get("side") or "unknown" for i in self.instances if i.get("class") == "hand"]
-        objects = [str(i.get("name") or "object") for i in self.instances if i.get("class") == "object"]
+        objects = [i.get("name") and str(i["name"]) for i in self.instances if i.get("class") == "object"]
         return {"hands": hands, "objects": objects, "amodal": self.amodal_png is not None,
                 "instances": self.inst_png is not None}
 
