@@ -155,7 +155,12 @@ JS = r"""
       shown.textContent = "showing " + n + " of " + cards.length + " samples";
       shown.setAttribute("data-shown", String(n));
     };
-    ["source", "split", "hands", "sort"].forEach(function (k) { ctl[k].addEventListener("change", apply); });
+    var params = new URLSearchParams(window.location.search);  // report.html?source=ho3d&split=val: a filtered view
+    ["source", "split", "hands", "sort"].forEach(function (k) {
+      if (params.has(k)) { ctl[k].value = params.get(k); }
+      ctl[k].addEventListener("change", apply);
+    });
+    if (params.has("key")) { ctl.text.value = params.get("key"); }
     ctl.text.addEventListener("input", apply);
     var opacity = document.getElementById("f-opacity");
     opacity.addEventListener("input", function () { grid.style.setProperty("--overlay-opacity", String(opacity.value / 100)); });
