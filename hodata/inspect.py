@@ -361,34 +361,40 @@ class Reservoir:
 
 
 class GroupedReservoir:
-    """One seeded reservoir of ``k`` per group (source/split), drawn from in turn: every group shows.
+    """One seeded reservoir of ``k`` per (source, split), drawn from in turn, so every source and split shows.
 
     A uniform draw over a folder with a large and a small source would show only the large one.
     """
 
     def __init__(self, k: int, seed: int) -> None:
         self.k, self.seed = k, seed
-        self.groups: dict[str, Reservoir] = {}
+        self.groups: dict[tuple[str, str], Reservoir] = {}
 
-    def slot(self, group: str) -> int | None:
+    def slot(self, group: tuple[str, str]) -> int | None:
         if self.k <= 0:
             return None
         if group not in self.groups:
-            self.groups[group] = Reservoir(self.k, f"{self.seed}/{group}")
+            self.groups[group] = Reservoir(self.k, f"{self.seed}/{group[0]}/{group[1]}")
         return self.groups[group].slot()
 
-    def put(self, group: str, slot: int, item: Any) -> None:
+    def put(self, group: tuple[str, str], slot: int, item: Any) -> None:
         self.groups[group].put(slot, item)
 
     def pick(self) -> list[Any]:
-        """``k`` items in all, taken round-robin over the groups (sorted), each group in its reservoir order."""
-        queues = [list(self.groups[g].items) for g in sorted(self.groups)]
-        out: list[Any] = []
-        while len(out) < self.k and any(queues):
-            for q in queues:
-                if q and len(out) < self.k:
-                    out.append(q.pop(0))
-        return out
+        """``k`` items in all: sources take turns, and within a source its splits take turns."""
+        by_source: dict[str, list[list[Any]]] = defaultdict(list)
+        for source, split in sorted(self.groups):
+            by_source[source].append(list(self.groups[(source, split)].items))
+        queues = [interleave(splits) for _, splits in sorted(by_source.items())]
+        return interleave(queues)[: self.k]
+
+
+def interleave(queues: list[list[Any]]) -> list[Any]:
+    """Round-robin merge: the first item of each queue, then the second of each, and so on."""
+    out: list[Any] = []
+    for i in range(max(map(len, queues), default=0)):
+        out.extend(q[i] for q in queues if i < len(q))
+    return out
 
 
 @dataclass
@@ -524,7 +530,7 @@ class Inspector:
         inst_ok = self._check_inst(where, raw, seg, size, instances, stats)
         amodal_ok = self._check_amodal(where, raw, size, stats)
         if seg is not None and size is not None:
-            group = f"{source}/{split}"
+            group = (source, split)
             slot = self.reservoir.slot(group)
             if slot is not None:
                 self.reservoir.put(group, slot, Candidate(

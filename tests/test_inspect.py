@@ -439,3 +439,18 @@ def test_outputs_never_overwrite_inputs(tmp_path):
         res = CliRunner().invoke(cli_main, ["inspect", str(out), flag, str(target)])
         assert res.exit_code == 1 and "is an input of this inspection" in res.output
         assert target.read_bytes() == before
+
+
+def test_samples_are_drawn_from_every_source_and_split(tmp_path):
+    from hodata.inspect import GroupedReservoir
+
+    r = GroupedReservoir(6, seed=0)
+    for source, split, n in (("big", "train", 100), ("big", "val", 10), ("small", "train", 2)):
+        for i in range(n):
+            slot = r.slot((source, split))
+            if slot is not None:
+                r.put((source, split), slot, (source, split, i))
+    picked = r.pick()
+    assert len(picked) == 6
+    assert [p[:2] for p in picked[:4]] == [("big", "train"), ("small", "train"), ("big", "val"), ("small", "train")]
+    assert sum(p[0] == "small" for p in picked) == 2  # all it has

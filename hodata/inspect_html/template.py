@@ -225,7 +225,7 @@ PAGE = r"""<!DOCTYPE html>
     <tbody>
     {% for row in matrix.rows %}
       <tr data-source="{{ row.source }}"><td>{{ row.source }}</td>
-      {% for c in row.cells %}{% if c %}<td class="n" data-sort="{{ c.samples }}">{{ c.samples | num }} <span class="muted">({{ c.shards }})</span></td>{% else %}<td class="n muted" data-sort="0">&ndash;</td>{% endif %}{% endfor %}
+      {% for c in row.cells %}{% if c %}<td class="n" data-split="{{ c.split }}" data-samples="{{ c.samples }}" data-sort="{{ c.samples }}">{{ c.samples | num }} <span class="muted">({{ c.shards }})</span></td>{% else %}<td class="n muted" data-sort="0">&ndash;</td>{% endif %}{% endfor %}
       <td class="n" data-sort="{{ row.samples }}">{{ row.samples | num }}</td><td class="n">{{ row.shards }}</td></tr>
     {% endfor %}
     {% if matrix.rows | length > 1 %}
