@@ -27,7 +27,6 @@ import glob
 import hashlib
 import io
 import json
-import random
 import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -37,10 +36,11 @@ from typing import Any, Iterator
 import numpy as np
 
 from hodata.errors import DataError
+from hodata.inspect_samples import Candidate, GroupedReservoir
 from hodata.manifest import MANIFEST_NAME
 from hodata.schema import (AMODAL_HAND_BIT, AMODAL_OBJECT_BIT, CLASS_NAMES, IMAGE_EXTS, INSTANCE_CLASSES,
                            MAX_INSTANCES, READABLE_SCHEMAS, SIDES, VALID_LABELS, check_inst, decode_seg, image_size,
-                           key_part, label_histogram, make_key, side_label_map)
+                           key_part, label_histogram, make_key)
 
 REPORT_SCHEMA = "hodata-inspect/1"
 MAX_LISTED_PROBLEMS = 1000  # kept in the report; the count is always exact
@@ -301,103 +301,6 @@ def iter_tar_samples(path: Path, scan: TarScan, findings: Findings) -> Iterator[
 
 
 @dataclass
-class Candidate:
-    """A sample kept for the contact sheet and the gallery: its encoded members, decoded when drawn."""
-
-    key: str
-    source: str
-    split: str
-    image: bytes
-    seg_png: bytes
-    inst_png: bytes | None = None  # only when it passed every check, with ``instances``
-    instances: list[dict[str, Any]] = field(default_factory=list)
-    amodal_png: bytes | None = None  # only when it passed every check
-
-    @property
-    def caption(self) -> str:
-        return self.key
-
-    def seg(self) -> np.ndarray:
-        return decode_seg(self.seg_png)
-
-    def sides(self) -> np.ndarray:
-        """Per-pixel side map (:func:`hodata.schema.side_label_map`); hands of unknown side without inst.png."""
-        inst = decode_seg(self.inst_png) if self.inst_png is not None else None
-        return side_label_map(self.seg(), inst, self.instances)
-
-    def amodal(self) -> np.ndarray | None:
-        return decode_seg(self.amodal_png) if self.amodal_png is not None else None
-
-    def summary(self) -> dict[str, Any]:
-        """What a gallery caption says: hands by side, object names, whether it has amodal masks."""
-        hands = [i.get("side") or "unknown" for i in self.instances if i.get("class") == "hand"]
-        objects = [i.get("name") and str(i["name"]) for i in self.instances if i.get("class") == "object"]
-        return {"hands": hands, "objects": objects, "amodal": self.amodal_png is not None,
-                "instances": self.inst_png is not None}
-
-
-class Reservoir:
-    """Seeded reservoir sampling (algorithm R): a uniform, reproducible pick of ``k`` items from a stream."""
-
-    def __init__(self, k: int, seed: int | str) -> None:
-        self.k, self.rng, self.seen = k, random.Random(seed), 0
-        self.items: list[Any] = []
-
-    def slot(self) -> int | None:
-        """Where the next item goes (an index into ``items``, or ``len(items)`` to append), or None."""
-        self.seen += 1
-        if self.k <= 0:
-            return None
-        if len(self.items) < self.k:
-            return len(self.items)
-        j = self.rng.randrange(self.seen)
-        return j if j < self.k else None
-
-    def put(self, slot: int, item: Any) -> None:
-        if slot == len(self.items):
-            self.items.append(item)
-        else:
-            self.items[slot] = item
-
-
-class GroupedReservoir:
-    """One seeded reservoir of ``k`` per (source, split), drawn from in turn, so every source and split shows.
-
-    A uniform draw over a folder with a large and a small source would show only the large one.
-    """
-
-    def __init__(self, k: int, seed: int) -> None:
-        self.k, self.seed = k, seed
-        self.groups: dict[tuple[str, str], Reservoir] = {}
-
-    def slot(self, group: tuple[str, str]) -> int | None:
-        if self.k <= 0:
-            return None
-        if group not in self.groups:
-            self.groups[group] = Reservoir(self.k, f"{self.seed}/{group[0]}/{group[1]}")
-        return self.groups[group].slot()
-
-    def put(self, group: tuple[str, str], slot: int, item: Any) -> None:
-        self.groups[group].put(slot, item)
-
-    def pick(self) -> list[Any]:
-        """``k`` items in all: sources take turns, and within a source its splits take turns."""
-        by_source: dict[str, list[list[Any]]] = defaultdict(list)
-        for source, split in sorted(self.groups):
-            by_source[source].append(list(self.groups[(source, split)].items))
-        queues = [interleave(splits) for _, splits in sorted(by_source.items())]
-        return interleave(queues)[: self.k]
-
-
-def interleave(queues: list[list[Any]]) -> list[Any]:
-    """Round-robin merge: the first item of each queue, then the second of each, and so on."""
-    out: list[Any] = []
-    for i in range(max(map(len, queues), default=0)):
-        out.extend(q[i] for q in queues if i < len(q))
-    return out
-
-
-@dataclass
 class SourceStats:
     samples_by_split: Counter = field(default_factory=Counter)
     shards_by_split: dict[str, set] = field(default_factory=lambda: defaultdict(set))
@@ -421,7 +324,7 @@ def instances_problem(instances: object) -> str | None:
         i = ins.get("id")
         if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= MAX_INSTANCES:
             return f"instance id must be an integer 1..{MAX_INSTANCES}, got {i!r}"
-        if ins.get("class") not in INSTANCE_CLASSES:
+        if not isinstance(ins.get("class"), str) or ins["class"] not in INSTANCE_CLASSES:
             return f"instance {i}: class must be one of {sorted(INSTANCE_CLASSES)}, got {ins.get('class')!r}"
         if ins.get("side") not in (None, *SIDES):
             return f"instance {i}: side must be left, right or null, got {ins.get('side')!r}"

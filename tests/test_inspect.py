@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from hodata.cli import main as cli_main
 from hodata.contact_sheet import HAND_RGB, OBJECT_RGB, SheetLayout
-from hodata.inspect import Reservoir, inspect_paths, run_inspect
+from hodata.inspect import inspect_paths, run_inspect
+from hodata.inspect_samples import Reservoir
 from hodata.schema import Sample, dumps_meta, encode_seg, make_key
 from hodata.shards import BuildConfig, BuildInterrupted, build
 from hodata.sources import FrameRef, Source
@@ -442,7 +443,7 @@ def test_outputs_never_overwrite_inputs(tmp_path):
 
 
 def test_samples_are_drawn_from_every_source_and_split(tmp_path):
-    from hodata.inspect import GroupedReservoir
+    from hodata.inspect_samples import GroupedReservoir
 
     r = GroupedReservoir(6, seed=0)
     for source, split, n in (("big", "train", 100), ("big", "val", 10), ("small", "train", 2)):

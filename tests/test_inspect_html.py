@@ -247,3 +247,20 @@ def test_page_loads_in_headless_chromium(two_sources, tmp_path, chromium):
     img = np.asarray(Image.open(shot).convert("RGB"))
     assert img.shape == (2000, 1280, 3) and img.std() > 20  # a page was drawn, not a blank window
     print(f"screenshot of the HTML report: {shot}")
+
+
+def test_page_for_hodata1_shards_without_manifest(tmp_path):
+    from test_inspect import raw_sample, write_tar
+
+    folder = tmp_path / "loose"
+    folder.mkdir()
+    write_tar(folder / "raw-train-000000.tar", [raw_sample("0000"), raw_sample("0001")])
+    html_path, output = write_report(folder, tmp_path / "r.html")
+    assert "no problems found" not in output and "no_manifest" in output
+    text = html_path.read_text()
+    page = parse(text)
+    assert page.body["data-problems"] == "0" and page.body["data-warnings"] == "1"
+    assert '<td class="kind">no_manifest</td>' in text and "nothing records how they were built" in text
+    assert page.cells == {("raw", "train"): 2}
+    assert [c["data-hands"] for c in page.cards] == ["unknown", "unknown"]  # hodata/1: hands without a side
+    assert text.count("hand (side unknown)") == 2

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from hodata.contact_sheet import amodal_outline, fit_size, overlay_layers, resized_views
+from hodata.schema import HAND_UNKNOWN_SIDE
 
 THUMB_W, THUMB_H = 320, 240
 JPEG_QUALITY = 82
@@ -30,9 +31,8 @@ class Card:
     image_uri: str
     overlay_uri: str
     outline_uri: str | None  # amodal outlines, where the sample has amodal.png
-    hands: list[str]  # side per hand instance: left/right/unknown
+    hands: list[str]  # side per hand instance (left/right/unknown); ["unknown"] for hand pixels without instances
     objects: list[str | None]  # name per object instance, None where unknown
-    has_instances: bool
     error: str | None = None  # why the sample could not be drawn
 
     @property
@@ -74,13 +74,14 @@ def rgba_png(colour: np.ndarray, opaque: np.ndarray) -> bytes:
 def make_card(item: Any, max_w: int = THUMB_W, max_h: int = THUMB_H) -> Card:
     """The card of one :class:`hodata.inspect.Candidate`; a sample that cannot be drawn says why."""
     info = item.summary()
-    base = dict(key=item.key, source=item.source, split=item.split, hands=info["hands"], objects=info["objects"],
-                has_instances=info["instances"])
+    base = dict(key=item.key, source=item.source, split=item.split, hands=info["hands"], objects=info["objects"])
     try:
         h, w = item.seg().shape
         tw, th = fit_size(w, h, max_w, max_h)
         rgb, sides, amodal = resized_views(item, (tw, th))
         jpg = encode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+        if not info["instances"] and (sides == HAND_UNKNOWN_SIDE).any():
+            base["hands"] = ["unknown"]  # hodata/1: hand pixels, no instances to tell their side
         colour, alpha = overlay_layers(sides)
         outline = None
         if amodal is not None:

@@ -51,7 +51,7 @@ details { margin: 6px 0; } summary { cursor: pointer; color: var(--accent); }
 .chip::before { content: ""; display: inline-block; width: 11px; height: 11px; margin-right: 5px; vertical-align: -1px; border-radius: 2px; background: var(--c); border: 1px solid rgba(0,0,0,.25); }
 .chip.line::before { height: 3px; vertical-align: 3px; border: 0; box-shadow: 0 0 0 1px #555; }
 .build { background: var(--card); border: 1px solid var(--line); border-radius: 8px; padding: 12px 16px; margin-bottom: 14px; }
-.build h3 { margin-top: 0; }
+.build > h3:first-child { margin-top: 0; }
 .kv { display: grid; grid-template-columns: 150px 1fr; gap: 3px 12px; font-size: 13px; }
 .kv > div:nth-child(odd) { color: var(--muted); }
 .badge { display: inline-block; padding: 0 7px; border-radius: 9px; font-size: 12px; font-weight: 600; }
@@ -300,7 +300,7 @@ PAGE = r"""<!DOCTYPE html>
       </div>
       <figcaption><div class="key">{{ c.key }}</div>
         <div class="meta">{{ c.source }} &middot; {{ c.split }}
-          {%- if c.hands %} &middot; {% for h in c.hands %}<span class="side-{{ h }}">{{ h }}</span>{% if not loop.last %} + {% endif %}{% endfor %} hand{{ "s" if c.hands | length > 1 }}{% elif not c.has_instances %} &middot; no instances{% endif %}
+          {%- if c.hands %} &middot; {% for h in c.hands %}<span class="side-{{ h }}">{{ "hand (side unknown)" if h == "unknown" else h ~ " hand" }}</span>{% if not loop.last %} + {% endif %}{% endfor %}{% endif %}
           {%- if c.objects %} &middot; {{ c.objects_text }}{% endif %}
           {%- if c.outline_uri %} &middot; amodal{% endif %}</div></figcaption>
     </figure>
@@ -338,7 +338,7 @@ PAGE = r"""<!DOCTYPE html>
     {% for a in b.agreement %}
       <div><table class="agreement"><thead><tr><th colspan="2">{{ a.metric }}</th></tr></thead><tbody>
         {% for k, v in a.stats %}<tr><td>{{ k }}</td><td class="n">{{ v }}</td></tr>{% endfor %}</tbody></table>
-        {% for l in a.lists %}<details><summary>{{ l.name }} ({{ l.rows | length }})</summary>
+        {% for l in a.lists %}<details {{ 'open' if l.rows | length <= 20 }}><summary>{{ l.name }} ({{ l.rows | length }})</summary>
           <table class="sortable"><thead><tr>{% for c in l.columns %}<th>{{ c }}</th>{% endfor %}</tr></thead><tbody>
           {% for row in l.rows %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</tbody></table></details>{% endfor %}
       </div>
