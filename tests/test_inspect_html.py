@@ -264,3 +264,36 @@ def test_page_for_hodata1_shards_without_manifest(tmp_path):
     assert page.cells == {("raw", "train"): 2}
     assert [c["data-hands"] for c in page.cards] == ["unknown", "unknown"]  # hodata/1: hands without a side
     assert text.count("hand (side unknown)") == 2
+
+
+def decode_data_uri(uri: str) -> np.ndarray:
+    import base64
+    import io
+
+    head, _, data = uri.partition(",")
+    assert head.endswith(";base64")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert("RGBA"))
+
+
+def test_gallery_layers_colour_sides_and_outline_amodal(tmp_path):
+    from test_inspect import H, W, raw2_sample, write_tar
+
+    from hodata.contact_sheet import AMODAL_HAND_RGB, LEFT_HAND_RGB, OBJECT_RGB, RIGHT_HAND_RGB
+
+    amodal = np.zeros((H, W), np.uint8)
+    amodal[: H // 2 + 4, : W // 2] |= 1
+    write_tar(tmp_path / "raw-train-000000.tar", [raw2_sample("0000", amodal=amodal), raw2_sample("0001")])
+    html_path, _ = write_report(tmp_path, tmp_path / "r.html")
+    page = parse(html_path.read_text())
+    images = [u for u in page.urls if u.startswith("data:image")]
+    assert len(images) == 5  # photo + overlay for both samples, an outline layer for the one with amodal.png
+    photo, overlay, outline = (decode_data_uri(u) for u in images[:3])
+    s = 10  # 32x24 shown at 320x240
+    assert photo.shape == overlay.shape == outline.shape == (24 * s, 32 * s, 4)
+    assert (overlay[5 * s, 3 * s] == (*LEFT_HAND_RGB, 255)).all()
+    assert (overlay[5 * s, 12 * s] == (*RIGHT_HAND_RGB, 255)).all()
+    assert (overlay[5 * s, 28 * s] == (*OBJECT_RGB, 255)).all()
+    assert overlay[5 * s, 20 * s, 3] == 0  # background: transparent
+    assert (outline[16 * s - 1, 5 * s] == (*AMODAL_HAND_RGB, 255)).all()  # bottom edge of the hand's silhouette
+    assert outline[8 * s, 8 * s, 3] == 0  # inside it: nothing drawn
+    assert html_path.read_text().count("&middot; amodal</div>") == 1  # the caption says which sample has it
