@@ -77,6 +77,7 @@ figcaption .key { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font
 figcaption .meta { color: var(--muted); margin-top: 2px; }
 .side-left { color: #b35f00; font-weight: 600; } .side-right { color: #0062b8; font-weight: 600; } .side-unknown { color: #2c8a2c; font-weight: 600; }
 #js-error { background: var(--bad-bg); color: var(--bad); padding: 8px 28px; font-weight: 600; }
+.note { margin-top: 10px; }
 footer { color: var(--muted); font-size: 12px; text-align: center; padding: 20px; }
 """
 
