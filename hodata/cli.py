@@ -134,16 +134,19 @@ def build(source, root, out, max_samples, max_bytes, max_side, workers, overwrit
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--samples", "n_samples", default=0, help="Draw a contact sheet of N samples (needs --out).")
+@click.option("--samples", "n_samples", default=0,
+              help="Samples to draw (needs --out or --html; default 16 for --out, 24 for --html).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Contact sheet PNG path.")
-@click.option("--seed", default=0, help="Which samples go on the contact sheet.")
+@click.option("--html", type=click.Path(path_type=Path), default=None,
+              help="Write a self-contained HTML report (counts, provenance, problems, sample gallery) here.")
+@click.option("--seed", default=0, help="Which samples go on the contact sheet and in the gallery.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def inspect(paths, n_samples, out, seed, as_json):
+def inspect(paths, n_samples, out, html, seed, as_json):
     """Report on shards (files, globs or folders); exit 1 when problems are found."""
     from hodata.inspect import run_inspect
 
     try:
-        code = run_inspect(list(paths), n_samples=n_samples, sheet=out, seed=seed, as_json=as_json)
+        code = run_inspect(list(paths), n_samples=n_samples, sheet=out, seed=seed, as_json=as_json, html=html)
     except UserError as e:
         raise click.ClickException(str(e)) from None
     sys.exit(code)

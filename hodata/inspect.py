@@ -2,16 +2,23 @@
 
 Every shard is streamed once with :mod:`tarfile` (members grouped into samples by key, the part of the
 basename before its first dot, as webdataset does) while its sha256 is computed on the same bytes. Only
-counts are kept, plus the few samples a seeded reservoir picks for the contact sheet, so memory stays flat
-whatever the size of the data.
+counts are kept, plus the few samples a seeded reservoir per source and split picks for the contact sheet
+and the HTML gallery (kept as their encoded members), so memory stays flat whatever the size of the data.
 
 Problems (exit code 1): an unreadable or truncated tar, a sample missing its image, ``seg.png`` or
-``json``, json that does not parse or is not ``hodata/1``, a mask whose size differs from the image, label
-values outside 0/1/2/255, a duplicate key, a shard whose sha256 or sample count differs from the
-manifest, a shard the manifest lists but the folder lacks. Warnings (exit code 0): a build recorded as not
-complete, a leftover ``*.tar.tmp`` of such a build (a killed build; rerunning it resumes and removes the
-file), a shard on disk that the folder's manifest does not list. A ``*.tar.tmp`` that no in-progress build
-accounts for is a problem: nothing will clean it up and its data is in no shard.
+``json``, json that does not parse or is not ``hodata/1`` or ``hodata/2``, a label map (``seg.png``,
+``inst.png``, ``amodal.png``) that is not 8-bit single channel or whose size differs from the image, label
+values outside 0/1/2/255, amodal values outside its two bits, a malformed json ``instances`` list, an
+``inst.png`` whose ids ``instances`` does not list or whose pixels disagree with ``seg.png``, a duplicate
+key, a shard whose sha256 or sample count differs from the manifest, a shard the manifest lists but the
+folder lacks. Warnings (exit code 0): a folder of shards without ``manifest.json`` (nothing to check the
+shards' sha256 and counts against), a build recorded as not complete, a leftover ``*.tar.tmp`` of such a
+build (a killed build; rerunning it resumes and removes the file), a shard on disk that the folder's
+manifest does not list. A ``*.tar.tmp`` that no in-progress build accounts for is a problem: nothing will
+clean it up and its data is in no shard.
+
+``hodata/1`` samples (no ``inst.png``, no ``instances``) are valid; they count as samples without
+instances in the side counts.
 """
 
 from __future__ import annotations
@@ -20,7 +27,6 @@ import glob
 import hashlib
 import io
 import json
-import random
 import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -30,14 +36,17 @@ from typing import Any, Iterator
 import numpy as np
 
 from hodata.errors import DataError
+from hodata.inspect_samples import Candidate, GroupedReservoir
 from hodata.manifest import MANIFEST_NAME
-from hodata.schema import (CLASS_NAMES, IMAGE_EXTS, READABLE_SCHEMAS, VALID_LABELS, decode_seg, image_size, key_part,
-                           label_histogram, make_key)
+from hodata.schema import (AMODAL_HAND_BIT, AMODAL_OBJECT_BIT, CLASS_NAMES, IMAGE_EXTS, INSTANCE_CLASSES,
+                           MAX_INSTANCES, READABLE_SCHEMAS, SIDES, VALID_LABELS, check_inst, decode_seg, image_size,
+                           key_part, label_histogram, make_key)
 
 REPORT_SCHEMA = "hodata-inspect/1"
 MAX_LISTED_PROBLEMS = 1000  # kept in the report; the count is always exact
 TAR_END_MARKER = 1024  # a complete tar ends with (at least) two 512-byte zero blocks
 DEFAULT_SHEET_SAMPLES = 16
+DEFAULT_HTML_SAMPLES = 24
 FIRST_SKIP_REASONS = 3
 
 
@@ -292,51 +301,51 @@ def iter_tar_samples(path: Path, scan: TarScan, findings: Findings) -> Iterator[
 
 
 @dataclass
-class Candidate:
-    """A sample kept for the contact sheet."""
-
-    image: bytes
-    seg: np.ndarray
-    caption: str
-
-
-class Reservoir:
-    """Seeded reservoir sampling (algorithm R): a uniform, reproducible pick of ``k`` items from a stream."""
-
-    def __init__(self, k: int, seed: int) -> None:
-        self.k, self.rng, self.seen = k, random.Random(seed), 0
-        self.items: list[Any] = []
-
-    def slot(self) -> int | None:
-        """Where the next item goes (an index into ``items``, or ``len(items)`` to append), or None."""
-        self.seen += 1
-        if self.k <= 0:
-            return None
-        if len(self.items) < self.k:
-            return len(self.items)
-        j = self.rng.randrange(self.seen)
-        return j if j < self.k else None
-
-    def put(self, slot: int, item: Any) -> None:
-        if slot == len(self.items):
-            self.items.append(item)
-        else:
-            self.items[slot] = item
-
-
-@dataclass
 class SourceStats:
     samples_by_split: Counter = field(default_factory=Counter)
     shards_by_split: dict[str, set] = field(default_factory=lambda: defaultdict(set))
     pixels: Counter = field(default_factory=Counter)  # class name -> pixels
-    labels: Counter = field(default_factory=Counter)  # "hand"/"object" -> samples that annotate it
+    labels: Counter = field(default_factory=Counter)  # "hand"/"object"/"sides" -> samples that annotate it
     sizes: Counter = field(default_factory=Counter)  # "WxH" -> samples
+    members: Counter = field(default_factory=Counter)  # "inst.png"/"amodal.png" -> samples carrying it
+    instance_classes: Counter = field(default_factory=Counter)  # "hand"/"object" -> instances listed
+    hand_sides: Counter = field(default_factory=Counter)  # "left"/"right"/"unknown" -> hand instances
+    frames_with: Counter = field(default_factory=Counter)  # "left"/"right"/"both" -> samples with such hands
+
+
+def instances_problem(instances: object) -> str | None:
+    """Why a json ``instances`` value breaks the schema, or None when it is well formed."""
+    if not isinstance(instances, list):
+        return f"json instances is a {type(instances).__name__}, not a list"
+    ids = []
+    for ins in instances:
+        if not isinstance(ins, dict):
+            return f"json instances holds a {type(ins).__name__}, not an object"
+        i = ins.get("id")
+        if not isinstance(i, int) or isinstance(i, bool) or not 1 <= i <= MAX_INSTANCES:
+            return f"instance id must be an integer 1..{MAX_INSTANCES}, got {i!r}"
+        if not isinstance(ins.get("class"), str) or ins["class"] not in INSTANCE_CLASSES:
+            return f"instance {i}: class must be one of {sorted(INSTANCE_CLASSES)}, got {ins.get('class')!r}"
+        if ins.get("side") not in (None, *SIDES):
+            return f"instance {i}: side must be left, right or null, got {ins.get('side')!r}"
+        ids.append(i)
+    if len(set(ids)) != len(ids):
+        return f"instance ids repeat: {ids}"
+    return None
+
+
+def decode_label_member(data: bytes, name: str) -> np.ndarray:
+    """Decode an 8-bit label PNG member (``inst.png``, ``amodal.png``); ValueError naming the member."""
+    try:
+        return decode_seg(data)
+    except ValueError as e:  # decode_seg's message names seg.png
+        raise ValueError(str(e).replace("seg.png", name)) from None
 
 
 class Inspector:
-    """Accumulates counts over every sample of every shard; keeps nothing else but the reservoir."""
+    """Accumulates counts over every sample of every shard; keeps nothing else but the reservoirs."""
 
-    def __init__(self, findings: Findings, reservoir: Reservoir) -> None:
+    def __init__(self, findings: Findings, reservoir: GroupedReservoir) -> None:
         self.findings = findings
         self.reservoir = reservoir
         self.sources: dict[str, SourceStats] = defaultdict(SourceStats)
@@ -351,16 +360,20 @@ class Inspector:
             self.check_sample(path, raw)
         if scan.error:
             self.findings.problem("unreadable_tar", path, f"unreadable or truncated tar: {scan.error}")
+        sha_ok = None
         if expected is not None:
             source, entry = expected
-            if entry.get("sha256") and scan.sha256 and entry["sha256"] != scan.sha256:
+            if entry.get("sha256") and scan.sha256:
+                sha_ok = entry["sha256"] == scan.sha256
+            if sha_ok is False:
                 self.findings.problem("sha256_mismatch", path, f"sha256 {scan.sha256[:16]}... differs from the "
                                       f"manifest's {entry['sha256'][:16]}... (file changed or corrupted)")
             if entry.get("samples") is not None and entry["samples"] != samples:
                 self.findings.problem("sample_count_mismatch", path,
                                       f"{samples} samples read, manifest says {entry['samples']}")
         self.shard_rows.append({"shard": str(path), "samples": samples, "bytes": scan.nbytes, "sha256": scan.sha256,
-                                "in_manifest": expected is not None, "readable": scan.error is None})
+                                "in_manifest": expected is not None, "sha256_matches": sha_ok,
+                                "readable": scan.error is None})
 
     def check_sample(self, path: Path, raw: RawSample) -> None:
         problem, key, where = self.findings.problem, raw.key, path
@@ -385,7 +398,7 @@ class Inspector:
         stats.shards_by_split[split].add(str(path))
         if meta:
             labels = meta.get("labels") if isinstance(meta.get("labels"), dict) else {}
-            for name in ("hand", "object"):
+            for name in ("hand", "object", "sides"):
                 stats.labels[name] += bool(labels.get(name))
 
         size = None
@@ -416,10 +429,86 @@ class Inspector:
                 problem("size_mismatch", where, f"seg.png is {seg.shape[1]}x{seg.shape[0]}, "
                         f"image is {size[0]}x{size[1]}", key)
                 seg = None
+        instances = self._check_instances(where, key, meta, stats)
+        inst_ok = self._check_inst(where, raw, seg, size, instances, stats)
+        amodal_ok = self._check_amodal(where, raw, size, stats)
         if seg is not None and size is not None:
-            slot = self.reservoir.slot()
+            group = (source, split)
+            slot = self.reservoir.slot(group)
             if slot is not None:
-                self.reservoir.put(slot, Candidate(raw.members[image_ext], seg, key))
+                self.reservoir.put(group, slot, Candidate(
+                    key, source, split, raw.members[image_ext], raw.members["seg.png"],
+                    raw.members["inst.png"] if inst_ok else None, instances if inst_ok else [],
+                    raw.members["amodal.png"] if amodal_ok else None))
+
+    def _check_instances(self, where: Path, key: str, meta: dict | None, stats: SourceStats) -> list[dict] | None:
+        """The json ``instances`` (``[]`` when absent, as in hodata/1), counted per class and side; None when
+        malformed or when the json itself is unusable."""
+        if not meta:
+            return None
+        if "instances" not in meta:
+            return []
+        instances = meta["instances"]
+        why = instances_problem(instances)
+        if why:
+            self.findings.problem("bad_instances", where, why, key)
+            return None
+        sides = set()
+        for ins in instances:
+            stats.instance_classes[ins["class"]] += 1
+            if ins["class"] == "hand":
+                side = ins.get("side") or "unknown"
+                stats.hand_sides[side] += 1
+                sides.add(side)
+        for side in SIDES:
+            stats.frames_with[side] += side in sides
+        stats.frames_with["both"] += set(SIDES) <= sides
+        return instances
+
+    def _check_inst(self, where: Path, raw: RawSample, seg: np.ndarray | None, size: tuple[int, int] | None,
+                    instances: list[dict] | None, stats: SourceStats) -> bool:
+        """Check ``inst.png`` on its own and against ``seg.png`` and ``instances``; True when it passes."""
+        if "inst.png" not in raw.members:
+            return False
+        stats.members["inst.png"] += 1
+        try:
+            inst = decode_label_member(raw.members["inst.png"], "inst.png")
+        except ValueError as e:
+            self.findings.problem("bad_inst", where, str(e), raw.key)
+            return False
+        if size and (inst.shape[1], inst.shape[0]) != size:
+            self.findings.problem("size_mismatch", where, f"inst.png is {inst.shape[1]}x{inst.shape[0]}, "
+                                  f"image is {size[0]}x{size[1]}", raw.key)
+            return False
+        if seg is None or instances is None:
+            return False  # the broken member is already named; nothing sound to compare with
+        try:
+            check_inst(inst, instances, seg)
+        except ValueError as e:
+            self.findings.problem("inst_mismatch", where, f"inst.png: {e}", raw.key)
+            return False
+        return True
+
+    def _check_amodal(self, where: Path, raw: RawSample, size: tuple[int, int] | None, stats: SourceStats) -> bool:
+        if "amodal.png" not in raw.members:
+            return False
+        stats.members["amodal.png"] += 1
+        try:
+            amodal = decode_label_member(raw.members["amodal.png"], "amodal.png")
+        except ValueError as e:
+            self.findings.problem("bad_amodal", where, str(e), raw.key)
+            return False
+        if size and (amodal.shape[1], amodal.shape[0]) != size:
+            self.findings.problem("size_mismatch", where, f"amodal.png is {amodal.shape[1]}x{amodal.shape[0]}, "
+                                  f"image is {size[0]}x{size[1]}", raw.key)
+            return False
+        allowed = AMODAL_HAND_BIT | AMODAL_OBJECT_BIT
+        bad = [v for v in np.flatnonzero(label_histogram(amodal)).tolist() if v & ~allowed]
+        if bad:
+            self.findings.problem("bad_amodal", where, f"amodal.png has values outside bits 0-1 (hand, object): "
+                                  f"{bad[:8]}", raw.key)
+            return False
+        return True
 
     def _read_meta(self, where: Path, raw: RawSample) -> dict[str, Any] | None:
         if "json" not in raw.members:
@@ -450,7 +539,7 @@ class Inspector:
 
 def build_report(inputs: Inputs, index: ManifestIndex, insp: Inspector, findings: Findings,
                  sheet: Path | None) -> dict[str, Any]:
-    splits, balance, labels, sizes = [], {}, {}, {}
+    splits, balance, labels, sizes, instances = [], {}, {}, {}, {}
     for source in sorted(insp.sources):
         st = insp.sources[source]
         for split in sorted(st.samples_by_split):
@@ -460,20 +549,18 @@ def build_report(inputs: Inputs, index: ManifestIndex, insp: Inspector, findings
         balance[source] = {"pixels": dict(st.pixels),
                            "fractions": {k: (v / total if total else 0.0) for k, v in st.pixels.items()}}
         n = sum(st.samples_by_split.values())
-        labels[source] = {"samples": n, "hand": st.labels["hand"], "object": st.labels["object"]}
+        labels[source] = {"samples": n, "hand": st.labels["hand"], "object": st.labels["object"],
+                          "sides": st.labels["sides"]}
         sizes[source] = dict(st.sizes.most_common())
-    provenance = []
-    for folder, builds in index.builds.items():
-        for source, rec in sorted(builds.items()):
-            skipped = rec.get("skipped", [])
-            provenance.append({
-                "source": source, "manifest": str(folder / MANIFEST_NAME), "status": rec.get("status"),
-                "command": " ".join(map(str, rec.get("command") or [])), "hodata_version": rec.get("hodata_version"),
-                "git_commit": rec.get("git_commit"), "root": (rec.get("source") or {}).get("root"),
-                "started": rec.get("started"), "finished": rec.get("finished"), "skipped": len(skipped),
-                "first_skips": [f"{s.get('sequence')}/{s.get('frame')}: {s.get('reason')}"
-                                for s in skipped[:FIRST_SKIP_REASONS]],
-            })
+        instances[source] = {
+            "samples": n, "with_inst_png": st.members["inst.png"], "with_amodal_png": st.members["amodal.png"],
+            "instances": {c: st.instance_classes[c] for c in INSTANCE_CLASSES},
+            "hand_sides": {s: st.hand_sides[s] for s in (*SIDES, "unknown")},
+            "frames_with_hand": {s: st.frames_with[s] for s in (*SIDES, "both")},
+        }
+    rows_by_path = {Path(r["shard"]).resolve(): r for r in insp.shard_rows}
+    provenance = [build_provenance(folder, source, rec, rows_by_path)
+                  for folder, builds in index.builds.items() for source, rec in sorted(builds.items())]
     return {
         "schema": REPORT_SCHEMA,
         "inputs": {"shards": [str(p) for p in inputs.shards], "partials": [str(p) for p in inputs.partials],
@@ -484,6 +571,7 @@ def build_report(inputs: Inputs, index: ManifestIndex, insp: Inspector, findings
         "splits": splits,
         "class_balance": balance,
         "labels": labels,
+        "instances": instances,
         "image_sizes": sizes,
         "provenance": provenance,
         "problem_count": findings.n_problems,
@@ -491,35 +579,127 @@ def build_report(inputs: Inputs, index: ManifestIndex, insp: Inspector, findings
         "problems": [f.as_dict() for f in findings.problems],
         "warnings": [f.as_dict() for f in findings.warnings],
         "contact_sheet": str(sheet) if sheet else None,
+        "html_report": None,
     }
+
+
+def build_provenance(folder: Path, source: str, rec: dict[str, Any],
+                     rows_by_path: dict[Path, dict[str, Any]]) -> dict[str, Any]:
+    """One build record of a manifest, as the report shows it (fields a manifest lacks come out None/empty)."""
+    src = rec.get("source") if isinstance(rec.get("source"), dict) else {}
+    skipped = rec.get("skipped") or []
+    totals = rec.get("totals") if isinstance(rec.get("totals"), dict) else {}
+    shards = []
+    for entry in rec.get("shards") or []:
+        row = rows_by_path.get((folder / str(entry.get("name"))).resolve())
+        shards.append({"name": entry.get("name"), "split": entry.get("split"), "samples": entry.get("samples"),
+                       "bytes": entry.get("bytes"), "sha256": entry.get("sha256"),
+                       "verified": None if row is None else row["sha256_matches"]})
+    return {
+        "source": source, "manifest": str(folder / MANIFEST_NAME), "status": rec.get("status"),
+        "command": " ".join(map(str, rec.get("command") or [])), "hodata_version": rec.get("hodata_version"),
+        "git_commit": rec.get("git_commit"), "schema": rec.get("schema"), "root": src.get("root"),
+        "licence": src.get("licence") or src.get("license") or rec.get("licence"),
+        "started": rec.get("started"), "finished": rec.get("finished"), "options": rec.get("options") or {},
+        "checksums": find_checksums(src), "split_assignment": src.get("split_assignment"),
+        "source_record": src, "mask_agreement": totals.get("quality") or rec.get("mask_agreement") or {},
+        "shards": shards, "skipped": len(skipped),
+        "first_skips": [f"{s.get('sequence')}/{s.get('frame')}: {s.get('reason')}"
+                        for s in skipped[:FIRST_SKIP_REASONS]],
+        "skips": [{k: s.get(k) for k in ("split", "sequence", "frame", "reason", "file")}
+                  for s in skipped[:MAX_LISTED_PROBLEMS]],
+    }
+
+
+def find_checksums(record: Any, path: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Every sha256 a source record holds: ``{"file", "sha256", "bytes"}``, named by the file where it says which.
+
+    Sources record annotation digests as ``{name: {"sha256", "bytes", ...}}`` or as ``<x>_sha256`` (with the
+    file in ``<x>_file`` or ``<x>``) beside other facts; both are found wherever they sit.
+    """
+    out: list[dict[str, Any]] = []
+    if not isinstance(record, dict):
+        return out
+    for k, v in record.items():
+        if isinstance(v, dict) and isinstance(v.get("sha256"), str):
+            base = k[: -len("_digest")] if k.endswith("_digest") else k
+            named = record.get(base) if base != k else None
+            out.append({"file": named if isinstance(named, str) else "/".join(path + (k,)),
+                        "sha256": v["sha256"], "bytes": v.get("bytes")})
+        elif isinstance(v, dict):
+            out.extend(find_checksums(v, path + (k,)))
+        elif k.endswith("_sha256") and isinstance(v, str):
+            base = k[: -len("_sha256")]
+            named = record.get(f"{base}_file", record.get(base))
+            out.append({"file": named if isinstance(named, str) else "/".join(path + (base,)), "sha256": v,
+                        "bytes": None})
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- run
 
 
 def inspect_paths(paths: list[Path], n_samples: int = 0, seed: int = 0) -> tuple[dict[str, Any], list[Candidate]]:
-    """Read everything under ``paths``; return the report and the contact-sheet candidates."""
+    """Read everything under ``paths``; return the report and up to ``n_samples`` samples to draw."""
     inputs = resolve_inputs([Path(p) for p in paths])
     findings = Findings()
     index = read_manifests(inputs.folders, findings)
     check_partials(inputs.partials, index, findings)
-    insp = Inspector(findings, Reservoir(n_samples, seed))
+    warn_unverifiable(inputs, index, findings)
+    insp = Inspector(findings, GroupedReservoir(n_samples, seed))
     for shard in inputs.shards:
         expected = index.shards.get(shard.resolve())
         if expected is None and shard.parent.resolve() in index.builds:
             findings.warning("not_in_manifest", shard, f"not listed in {shard.parent / MANIFEST_NAME}")
         insp.inspect_shard(shard, expected)
-    return build_report(inputs, index, insp, findings, None), insp.reservoir.items
+    return build_report(inputs, index, insp, findings, None), insp.reservoir.pick()
+
+
+def warn_unverifiable(inputs: Inputs, index: ManifestIndex, findings: Findings) -> None:
+    """A warning per folder of shards without a manifest: their sha256 and counts have nothing to match.
+
+    A warning, not a problem: shards copied without their manifest still read, and every sample in them
+    is checked; what cannot be told is whether a shard is missing or was changed since it was built.
+    """
+    for folder in inputs.folders:
+        if folder.resolve() in index.builds or (folder / MANIFEST_NAME).exists():
+            continue  # an unreadable manifest is already a problem
+        n = sum(1 for s in inputs.shards if s.parent.resolve() == folder.resolve())
+        if n:
+            findings.warning("no_manifest", folder, f"no {MANIFEST_NAME} beside {n} shard(s): their sha256 and "
+                             "sample counts are not checked, and a missing shard cannot be noticed")
+
+
+def check_outputs(inputs_paths: list[Path], outputs: list[Path | None]) -> None:
+    """Refuse an output path that is one of the inputs (a shard or a manifest): no output overwrites an input."""
+    outs = [Path(o) for o in outputs if o is not None]
+    if not outs:
+        return
+    inputs = resolve_inputs([Path(p) for p in inputs_paths])
+    taken = {p.resolve() for p in inputs.shards + inputs.partials}
+    taken |= {(f / MANIFEST_NAME).resolve() for f in inputs.folders}
+    for o in outs:
+        if o.resolve() in taken:
+            raise DataError("is an input of this inspection; choose another output path", o)
 
 
 def run_inspect(paths: list[Path], n_samples: int = 0, sheet: Path | None = None, seed: int = 0,
-                as_json: bool = False) -> int:
-    """The ``hodata inspect`` command: print the report, write the contact sheet; 1 when problems exist."""
-    if n_samples and sheet is None:
-        raise DataError("--samples needs --out sheet.png")
-    if sheet is not None and not n_samples:
+                as_json: bool = False, html: Path | None = None) -> int:
+    """The ``hodata inspect`` command: print the report, write the contact sheet and the HTML page;
+    1 when problems exist."""
+    if n_samples and sheet is None and html is None:
+        raise DataError("--samples needs --out sheet.png or --html report.html")
+    if not n_samples and html is not None:
+        n_samples = DEFAULT_HTML_SAMPLES
+    elif not n_samples and sheet is not None:
         n_samples = DEFAULT_SHEET_SAMPLES
-    report, candidates = inspect_paths(paths, n_samples if sheet else 0, seed)
+    check_outputs(paths, [sheet, html])
+    report, candidates = inspect_paths(paths, n_samples, seed)
+
+    def warn(kind: str, where: Path, message: str) -> None:
+        report["warnings"].append(Finding(kind, str(where), message).as_dict())
+        report["warning_count"] += 1
+
     if sheet is not None:
         from hodata.contact_sheet import write_contact_sheet
 
@@ -527,8 +707,14 @@ def run_inspect(paths: list[Path], n_samples: int = 0, sheet: Path | None = None
             write_contact_sheet(candidates, Path(sheet))
             report["contact_sheet"] = str(sheet)
         else:
-            report["warnings"].append(Finding("no_sheet", str(sheet), "no readable sample to draw").as_dict())
-            report["warning_count"] += 1
+            warn("no_sheet", sheet, "no readable sample to draw")
+    if html is not None:
+        from hodata.inspect_html import write_html_report
+
+        if not candidates:
+            warn("no_gallery", html, "no readable sample to show in the gallery")
+        report["html_report"] = str(html)
+        write_html_report(report, candidates, Path(html))
     from hodata.inspect_report import print_report
 
     print_report(report, as_json)

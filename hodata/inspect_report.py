@@ -31,9 +31,20 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
                     + ([f"{fr['other']:.2%}"] if fr.get("other") else [""]))
     tables.append(Table("Class pixel balance", ["source"] + classes + ["invalid"], rows))
     tables.append(Table("Label availability (samples whose json says the class is annotated)",
-                        ["source", "samples", "labels.hand", "labels.object"],
-                        [[s, str(v["samples"]), str(v["hand"]), str(v["object"])]
+                        ["source", "samples", "labels.hand", "labels.object", "labels.sides"],
+                        [[s, str(v["samples"]), str(v["hand"]), str(v["object"]), str(v.get("sides", 0))]
                          for s, v in report["labels"].items()]))
+    instances = report.get("instances", {})
+    tables.append(Table("Instances (json instances; hodata/1 samples have none)",
+                        ["source", "samples with inst.png", "hands", "objects", "samples with amodal.png"],
+                        [[s, f"{v['with_inst_png']}/{v['samples']}", str(v["instances"]["hand"]),
+                          str(v["instances"]["object"]), f"{v['with_amodal_png']}/{v['samples']}"]
+                         for s, v in instances.items()]))
+    tables.append(Table("Hand sides (hand instances by side; frames with a left, a right, both hands)",
+                        ["source", "left", "right", "unknown", "frames: left", "right", "both"],
+                        [[s] + [str(v["hand_sides"][k]) for k in ("left", "right", "unknown")]
+                         + [str(v["frames_with_hand"][k]) for k in ("left", "right", "both")]
+                         for s, v in instances.items()]))
     tables.append(Table("Image sizes", ["source", "size", "samples"],
                         [[s, size, str(n)] for s, d in report["image_sizes"].items() for size, n in d.items()]))
     for p in report["provenance"]:  # one narrow field/value table per build: commands and paths are long
@@ -41,8 +52,22 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
                 ["git commit", str(p["git_commit"])], ["root", str(p["root"])], ["started", str(p["started"])],
                 ["finished", str(p["finished"])], ["skipped frames", str(p["skipped"])]]
         rows += [["  skip reason", s] for s in p["first_skips"]]
+        if p.get("licence"):
+            rows.insert(1, ["licence", str(p["licence"])])
+        if p.get("checksums"):
+            rows.append(["checksums", f"{len(p['checksums'])} file(s) (sha256 in --json and --html)"])
+        for metric, q in (p.get("mask_agreement") or {}).items():
+            rows.append([f"mask agreement {metric}", agreement_text(q)])
         tables.append(Table(f"Provenance of {p['source']} ({p['manifest']})", ["field", "value"], rows))
     return tables
+
+
+def agreement_text(q: Any) -> str:
+    """``mean 0.762, p01 0.510, min 0.480 over 24 frames`` from a summary dict (other fields left to --json)."""
+    if not isinstance(q, dict):
+        return str(q)
+    parts = [f"{k} {q[k]:.3f}" for k in ("mean", "p01", "min") if isinstance(q.get(k), (int, float))]
+    return ", ".join(parts) + (f" over {q['frames']} frames" if q.get("frames") is not None else "")
 
 
 def findings_lines(report: dict[str, Any]) -> list[str]:
@@ -58,6 +83,8 @@ def findings_lines(report: dict[str, Any]) -> list[str]:
                  else "no problems found")
     if report["contact_sheet"]:
         lines.append(f"contact sheet: {report['contact_sheet']}")
+    if report.get("html_report"):
+        lines.append(f"html report: {report['html_report']}")
     return lines
 
 

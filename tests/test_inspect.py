@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from hodata.cli import main as cli_main
 from hodata.contact_sheet import HAND_RGB, OBJECT_RGB, SheetLayout
-from hodata.inspect import Reservoir, inspect_paths, run_inspect
+from hodata.inspect import inspect_paths, run_inspect
+from hodata.inspect_samples import Reservoir
 from hodata.schema import Sample, dumps_meta, encode_seg, make_key
 from hodata.shards import BuildConfig, BuildInterrupted, build
 from hodata.sources import FrameRef, Source
@@ -111,7 +112,7 @@ def test_clean_build_counts_balance_labels_provenance(tmp_path, capsys):
     assert px == {"hand": 9 * HAND_PX, "object": 9 * OBJECT_PX, "ignore": 9 * IGNORE_PX,
                   "background": 9 * (W * H - HAND_PX - OBJECT_PX - IGNORE_PX)}
     assert report["class_balance"]["tiny"]["fractions"]["hand"] == pytest.approx(HAND_PX / (W * H))
-    assert report["labels"]["tiny"] == {"samples": 9, "hand": 9, "object": 6}
+    assert report["labels"]["tiny"] == {"samples": 9, "hand": 9, "object": 6, "sides": 0}
     assert report["image_sizes"] == {"tiny": {f"{W}x{H}": 9}}
     (prov,) = report["provenance"]
     assert prov["command"] == "hodata build --source tiny" and prov["status"] == "complete"
@@ -266,3 +267,191 @@ def test_sheet_draw_is_reproducible_per_seed(tmp_path):
     for i in range(2):
         r.put(r.slot(), i)
     assert r.items == [0, 1]  # fewer items than k: all of them
+
+
+# ------------------------------------------------------------------------------------------------ hodata/2
+
+LEFT_ID, RIGHT_ID, OBJ_ID = 1, 2, 3
+TWO_HANDS = [{"id": LEFT_ID, "class": "hand", "side": "left", "name": None},
+             {"id": RIGHT_ID, "class": "hand", "side": "right", "name": None},
+             {"id": OBJ_ID, "class": "object", "side": None, "name": "003_cracker_box"}]
+
+
+def two_hand_inst() -> np.ndarray:
+    """The instance map of :func:`tiny_seg`: its hand split into a left (cols 0..7) and a right (8..15) hand."""
+    inst = np.zeros((H, W), np.uint8)
+    inst[: H // 2, : W // 4] = LEFT_ID
+    inst[: H // 2, W // 4 : W // 2] = RIGHT_ID
+    inst[:, 3 * W // 4 :] = OBJ_ID
+    return inst
+
+
+def raw2_sample(frame: str, inst=None, instances=TWO_HANDS, amodal=None, seg=None, **meta_over) -> dict:
+    """A hodata/2 sample: raw_sample plus inst.png (two hands and an object by default) and instances."""
+    s = raw_sample(frame, seg=seg, schema="hodata/2", instances=instances,
+                   labels={"hand": True, "object": True, "sides": True}, **meta_over)
+    s["inst.png"] = encode_seg(two_hand_inst() if inst is None else inst) if not isinstance(inst, bytes) else inst
+    if amodal is not None:
+        s["amodal.png"] = encode_seg(amodal) if not isinstance(amodal, bytes) else amodal
+    return s
+
+
+def without_instances(frame: str) -> dict:
+    s = raw2_sample(frame)
+    meta = json.loads(s["json"])
+    del meta["instances"]
+    return s | {"json": dumps_meta(meta)}
+
+
+def test_hodata2_counts_sides_instances_and_amodal(tmp_path):
+    right_only = two_hand_inst()
+    right_only[right_only == LEFT_ID] = RIGHT_ID
+    amodal = np.zeros((H, W), np.uint8)
+    amodal[: H // 2 + 2, : W // 2] |= 1
+    amodal[:, W // 2 + 4 :] |= 2
+    shard = write_tar(tmp_path / "raw-train-000000.tar", [
+        raw2_sample("0000"),
+        raw2_sample("0001", inst=right_only, instances=TWO_HANDS[1:]),
+        raw2_sample("0002", amodal=amodal),
+        raw_sample("0003"),  # hodata/1: no inst.png, no instances
+        raw2_sample("0004", inst=np.where(two_hand_inst() == OBJ_ID, 0, two_hand_inst()).astype(np.uint8),
+                    instances=[{"id": 1, "class": "hand", "side": None, "name": None},
+                               {"id": 2, "class": "hand", "side": None, "name": None}]),
+    ])
+    report = report_of([shard])
+    assert report["problem_count"] == 0, report["problems"]
+    assert report["instances"]["raw"] == {
+        "samples": 5, "with_inst_png": 4, "with_amodal_png": 1,
+        "instances": {"hand": 7, "object": 3},
+        "hand_sides": {"left": 2, "right": 3, "unknown": 2},
+        "frames_with_hand": {"left": 2, "right": 3, "both": 2},
+    }
+    assert report["labels"]["raw"]["sides"] == 4
+    res = CliRunner().invoke(cli_main, ["inspect", str(shard)])
+    assert "Hand sides" in res.output and "Instances" in res.output
+
+
+def test_hodata2_problems_are_named(tmp_path):
+    wrong_id = two_hand_inst()
+    wrong_id[0, 0] = 9  # listed nowhere
+    disagree = two_hand_inst()
+    disagree[0, W - 1] = LEFT_ID  # a hand instance where seg.png says object
+    rgb_inst = cv2.imencode(".png", np.zeros((H, W, 3), np.uint8))[1].tobytes()
+    bad_amodal = np.zeros((H, W), np.uint8)
+    bad_amodal[3, 3] = 4
+    shard = write_tar(tmp_path / "raw-train-000000.tar", [
+        raw2_sample("0000", inst=rgb_inst),
+        raw2_sample("0001", inst=np.zeros((H // 2, W // 2), np.uint8)),
+        raw2_sample("0002", inst=wrong_id),
+        raw2_sample("0003", inst=disagree),
+        raw2_sample("0004", instances="two hands"),
+        raw2_sample("0005", instances=[TWO_HANDS[0] | {"side": "up"}] + TWO_HANDS[1:]),
+        raw2_sample("0006", instances=TWO_HANDS + [TWO_HANDS[0]]),
+        raw2_sample("0007", amodal=bad_amodal),
+        raw2_sample("0008", amodal=np.zeros((H, W // 2), np.uint8)),
+        without_instances("0009"),  # json instances missing, inst.png with ids
+    ])
+    k = {kind: {p["key"]: p["message"] for p in ps} for kind, ps in kinds(report_of([shard])).items()}
+    assert "inst.png must be 8-bit single channel" in k["bad_inst"]["raw/train/q/0000"]
+    assert f"inst.png is {W // 2}x{H // 2}, image is {W}x{H}" in k["size_mismatch"]["raw/train/q/0001"]
+    assert "ids [9]" in k["inst_mismatch"]["raw/train/q/0002"]
+    assert "disagree" in k["inst_mismatch"]["raw/train/q/0003"]
+    assert "not a list" in k["bad_instances"]["raw/train/q/0004"]
+    assert "side must be left, right or null" in k["bad_instances"]["raw/train/q/0005"]
+    assert "repeat" in k["bad_instances"]["raw/train/q/0006"]
+    assert "outside bits 0-1" in k["bad_amodal"]["raw/train/q/0007"] and "[4]" in k["bad_amodal"]["raw/train/q/0007"]
+    assert f"amodal.png is {W // 2}x{H}" in k["size_mismatch"]["raw/train/q/0008"]
+    assert "that instances does not list" in k["inst_mismatch"]["raw/train/q/0009"]
+    # a malformed instances list is named once, not again as an inst.png disagreement
+    assert not {"raw/train/q/0004", "raw/train/q/0005", "raw/train/q/0006"} & set(k["inst_mismatch"])
+    assert run_inspect([shard]) == 1
+
+
+def test_contact_sheet_colours_sides_and_outlines_amodal(tmp_path):
+    from hodata.contact_sheet import (AMODAL_HAND_RGB, AMODAL_OBJECT_RGB, LEFT_HAND_RGB, RIGHT_HAND_RGB,
+                                      legend_entries)
+
+    amodal = np.zeros((H, W), np.uint8)
+    amodal[: H // 2 + 4, : W // 2] |= 1  # the hand's full silhouette reaches 4 rows below the visible hand
+    amodal[:, W // 2 + 4 :] |= 2  # the object's starts 4 columns left of its visible part
+    shard = write_tar(tmp_path / "raw-train-000000.tar",
+                      [raw2_sample("0000"), raw_sample("0001"), raw2_sample("0002", amodal=amodal)])
+    sheet = tmp_path / "sheet.png"
+    assert run_inspect([shard], n_samples=3, sheet=sheet) == 0
+    img = cv2.cvtColor(cv2.imread(str(sheet)), cv2.COLOR_BGR2RGB).astype(int)
+    layout = SheetLayout(3)
+    s = layout.tile_w // W
+    blend = lambda rgb: (np.array(rgb) + GREY) / 2  # noqa: E731
+    tiles = [img[y0:y1, x0:x1] for x0, y0, x1, y1 in (layout.tile_box(i) for i in range(3))]
+    two_hands, plain, with_amodal = tiles
+    for t in (two_hands, with_amodal):
+        assert np.abs(t[2 * s : 10 * s, 1 * s : 7 * s] - blend(LEFT_HAND_RGB)).max() <= 2
+        assert np.abs(t[2 * s : 10 * s, 9 * s : 15 * s] - blend(RIGHT_HAND_RGB)).max() <= 2
+        assert np.abs(t[2 * s : 22 * s, 25 * s : 31 * s] - blend(OBJECT_RGB)).max() <= 2
+    assert np.abs(plain[: 12 * s, : 16 * s] - blend(HAND_RGB)).max() <= 2  # hodata/1: one hand colour
+    # amodal outlines: the hand's bottom edge (row 15, below the visible hand), the object's left edge (col 20)
+    assert (with_amodal[16 * s - 1, 2 * s : 14 * s] == AMODAL_HAND_RGB).all()
+    assert (with_amodal[2 * s : 22 * s, 20 * s] == AMODAL_OBJECT_RGB).all()
+    assert not (two_hands == AMODAL_OBJECT_RGB).all(axis=2).any()  # no outline without amodal.png
+    _, candidates = inspect_paths([shard], n_samples=3)
+    assert [n for n, _ in legend_entries(candidates)] == ["hand", "left hand", "right hand", "object", "ignore",
+                                                          "hand amodal", "object amodal"]
+    assert [n for n, _ in legend_entries(candidates[1:2])] == ["hand", "object", "ignore"]
+
+
+def test_shards_without_manifest_warn(tmp_path):
+    write_tar(tmp_path / "raw-train-000000.tar", [raw_sample("0000")])
+    report = report_of([tmp_path])
+    assert report["problem_count"] == 0
+    (w,) = report["warnings"]
+    assert w["kind"] == "no_manifest" and w["where"] == str(tmp_path) and "not checked" in w["message"]
+    res = CliRunner().invoke(cli_main, ["inspect", str(tmp_path)])
+    assert res.exit_code == 0 and "no_manifest" in res.output and "no problems found" not in res.output
+    assert "0 problem(s), 1 warning(s)" in res.output
+
+
+def test_provenance_shows_licence_checksums_and_mask_agreement(tmp_path):
+    out = tmp_path / "shards"
+    build_tiny(out)
+    manifest = out / "manifest.json"
+    data = json.loads(manifest.read_text())
+    rec = data["builds"]["tiny"]
+    rec["source"] |= {"licence": "CC BY-NC 4.0", "annotations": {"labels.json": {"sha256": "ab" * 32, "bytes": 10}},
+                      "mano_file": "/m/MANO_RIGHT.pkl", "mano_sha256": "cd" * 32}
+    worst = [{"key": "tiny/train/s0/0001", "value": 0.41}, {"key": "tiny/val/s9/0002", "value": 0.52}]
+    rec["totals"]["quality"] = {"hand_iou": {"mean": 0.9, "p01": 0.5, "min": 0.41, "frames": 9, "worst": worst}}
+    manifest.write_text(json.dumps(data))
+    report = report_of([out])
+    (prov,) = report["provenance"]
+    assert prov["licence"] == "CC BY-NC 4.0"
+    assert {(c["file"], c["sha256"]) for c in prov["checksums"]} == {("annotations/labels.json", "ab" * 32),
+                                                                      ("/m/MANO_RIGHT.pkl", "cd" * 32)}
+    assert prov["mask_agreement"]["hand_iou"]["worst"] == worst
+    assert [s["verified"] for s in prov["shards"]] == [True, True, True]
+    res = CliRunner().invoke(cli_main, ["inspect", str(out)])
+    assert "CC BY-NC 4.0" in res.output and "mean 0.900, p01 0.500, min 0.410 over 9 frames" in res.output
+
+
+def test_outputs_never_overwrite_inputs(tmp_path):
+    out = tmp_path / "shards"
+    build_tiny(out)
+    for flag, target in (("--html", out / "manifest.json"), ("--out", out / "tiny-val-000000.tar")):
+        before = target.read_bytes()
+        res = CliRunner().invoke(cli_main, ["inspect", str(out), flag, str(target)])
+        assert res.exit_code == 1 and "is an input of this inspection" in res.output
+        assert target.read_bytes() == before
+
+
+def test_samples_are_drawn_from_every_source_and_split(tmp_path):
+    from hodata.inspect_samples import GroupedReservoir
+
+    r = GroupedReservoir(6, seed=0)
+    for source, split, n in (("big", "train", 100), ("big", "val", 10), ("small", "train", 2)):
+        for i in range(n):
+            slot = r.slot((source, split))
+            if slot is not None:
+                r.put((source, split), slot, (source, split, i))
+    picked = r.pick()
+    assert len(picked) == 6
+    assert [p[:2] for p in picked[:4]] == [("big", "train"), ("small", "train"), ("big", "val"), ("small", "train")]
+    assert sum(p[0] == "small" for p in picked) == 2  # all it has
