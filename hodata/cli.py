@@ -45,6 +45,7 @@ class SourceCommand(click.Command):
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         ctx.meta["hodata.source"] = _peek_source(args)
+        ctx.meta["hodata.args"] = ["hodata", ctx.info_name, *args]  # the command as typed, recorded in the manifest
         try:
             return super().parse_args(ctx, args)
         except click.NoSuchOption as e:
@@ -121,7 +122,7 @@ def build(source, root, out, max_samples, max_bytes, max_side, workers, overwrit
         src = open_source(source, root, source_opts)
         cfg = BuildConfig(out=out, max_samples=max_samples, max_bytes=parse_bytes(max_bytes), max_side=max_side,
                           workers=workers, overwrite=overwrite, limit=limit, progress=not quiet,
-                          max_skip_fraction=max_skip_fraction, command=["hodata"] + sys.argv[1:])
+                          max_skip_fraction=max_skip_fraction, command=click.get_current_context().meta["hodata.args"])
         rec = run_build(src, cfg)
     except UserError as e:
         raise click.ClickException(str(e)) from None

@@ -116,6 +116,7 @@ def test_a_new_source_is_one_module_and_one_registry_line(tmp_path, monkeypatch)
     rec = json.loads((tmp_path / "o" / "manifest.json").read_text())["builds"]["mydata"]
     assert rec["totals"]["samples"] == 3 and rec["options"]["min_area"] == 5
     assert rec["source"]["licence"] == "CC BY 4.0"
+    assert rec["command"][:4] == ["hodata", "build", "--source", "mydata"]
     assert rec["totals"]["class_pixels"]["hand"] == 3 * 24
 
 
