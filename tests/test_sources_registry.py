@@ -195,3 +195,23 @@ def test_a_broken_mano_file_stops_the_build_at_once_in_one_line(tmp_path):
     line = r.output.strip()
     assert line.startswith("Error: ") and "MANO_RIGHT.pkl" in line and "\n" not in line
     assert not (tmp_path / "o" / "manifest.json").exists()  # nothing was built
+
+
+def test_a_list_file_that_is_not_text_is_one_line(tmp_path):
+    from hodata.demo import ho3d as demo
+
+    info = demo.write(tmp_path / "d", frames=3)
+    root = Path(info["root"])
+    (root / "train.txt").write_bytes(b"\xff\xfe\x00garbage\n")
+    with pytest.raises(DataError, match=r"train.txt: list file is not text"):
+        open_source("ho3d", root, {"mano_dir": info["mano_dir"], "ycb_dir": info["ycb_dir"]}).frames()
+
+
+def test_ragged_camera_json_is_one_line(tmp_path):
+    from hodata.demo import freihand as demo
+
+    info = demo.write(tmp_path / "d", samples=2)
+    root = Path(info["root"])
+    (root / "training_K.json").write_text("[[[1, 0, 0], [0, 1]], [[1, 0, 0], [0, 1, 0], [0, 0, 1]]]")
+    with pytest.raises(DataError, match=r"training_K.json: expected a list of 3x3 number matrices"):
+        open_source("freihand", root).frames()

@@ -116,7 +116,10 @@ class FreiHANDSource(Source):
     def _camera(self, subset: str) -> np.ndarray:
         if subset not in self._K:
             path = self.root / f"{subset}_K.json"
-            K = np.asarray(_load_json(path), dtype=np.float64)
+            try:
+                K = np.asarray(_load_json(path), dtype=np.float64)
+            except (TypeError, ValueError) as e:  # ragged rows, strings, nulls
+                raise DataError(f"expected a list of 3x3 number matrices ({str(e).splitlines()[0][:120]})", path) from None
             if K.ndim != 3 or K.shape[1:] != (3, 3):
                 raise DataError(f"expected a list of 3x3 matrices, got shape {K.shape}", path)
             self._K[subset] = K

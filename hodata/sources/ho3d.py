@@ -174,7 +174,13 @@ class HO3DSource(Source):
 
     def _read_list(self, path: Path) -> list[tuple[str, str]]:
         entries = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            text = path.read_bytes().decode("utf-8")
+        except OSError as e:
+            raise DataError(f"list file is unreadable ({e.strerror or e})", path) from None
+        except UnicodeDecodeError as e:
+            raise DataError(f"list file is not text (byte {e.start} is not UTF-8); expected SEQ/FRAME lines", path) from None
+        for n, line in enumerate(text.splitlines(), 1):
             line = line.strip()
             if not line:
                 continue
