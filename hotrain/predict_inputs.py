@@ -7,8 +7,9 @@ searched recursively for frames in the consumer's tree (``<SEQ>/rgb/<cam>/``, ``
 ``torchrun`` run sees the same list and frame i goes to rank i % world size.
 
 A frame that cannot be read (missing, not an image, a truncated JPEG or PNG) is a ``BadFrame``: the run skips it
-and lists it. cv2 decodes a JPEG cut short into a partly grey image with only a warning, so a JPEG whose end of
-image marker is missing is checked with Pillow, which refuses a truncated stream.
+and lists it. ``cv2.imread`` decodes a JPEG cut short into a partly grey frame with only a warning (what
+``cv2.imdecode`` does varies by version), so a JPEG whose end-of-image marker is missing is checked with Pillow,
+which refuses a truncated stream.
 """
 
 from __future__ import annotations
