@@ -118,21 +118,48 @@ def eval_cmd(checkpoint, shards, split, out, batch_size, num_workers, max_side, 
 
 @main.command(context_settings=CONTEXT)
 @click.option("--checkpoint", required=True, type=click.Path(dir_okay=False))
-@click.option("--input", "input_spec", required=True, help="Image folder, glob (quote it), image file or video file.")
-@click.option("--out", required=True, help="Folder for <name>.png label maps (0 bg, 1 hand, 2 object).")
-@click.option("--overlay", is_flag=True, help="Also write colour overlays to OUT/overlay/<name>.jpg.")
+@click.option("--input", "input_spec", required=True,
+              help="Image folder or pipeline tree, glob (quote it), image file or video file.")
+@click.option("--export", "export", type=click.Choice(["plain", "honnotate", "hold", "hocap", "arctic"]),
+              default="plain", show_default=True,
+              help="Mask ids and layout: plain <out>/<name>.png with the model's class index (sides: 0 bg, 1 left, "
+                   "2 right, 3 object); honnotate <SEQ>/segmentation/<cam>/raw_seg_results/ 0/1 object/2 hand; "
+                   "hold build/mask/ 0/50 object/150 right/250 left; hocap <seq>/<serial>/mask_*.png 1 right/2 left/"
+                   "3 object; arctic images/mask/ 100 object/200 left/250 right.")
+@click.option("--out", default=None,
+              help="Output root. Tree formats: default the input tree itself (where the pipeline reads masks); "
+                   "else mirrored under OUT. Needed for plain and for frames outside a pipeline tree.")
+@click.option("--overlay", is_flag=True, help="Also write colour overlays (honnotate: visualization/; others: overlay/).")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True,
-              help="flip: average with the mirrored frame.")
+              help="flip: average with the mirrored frame (left/right hands swapped back).")
 @click.option("--batch-size", default=8, show_default=True)
+@click.option("--num-workers", default=2, show_default=True, help="Decoding workers per process.")
 @click.option("--max-side", type=int, default=None, help="Run the model on frames shrunk to this longer side.")
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda when available]")
-def predict(checkpoint, input_spec, out, overlay, tta, batch_size, max_side, device):
-    """Write per-frame label PNGs (same size as the input) for images or a video."""
-    from hotrain.predict import run_predict
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda (LOCAL_RANK) when available]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bar (rank 0).")
+def predict(checkpoint, input_spec, export, out, overlay, tta, batch_size, num_workers, max_side, device, progress):
+    """Write per-frame masks (full frame size, 8-bit) for images, pipeline trees or a video.
 
+    Resumable (frames whose mask exists are skipped), one process per GPU under torchrun --nproc-per-node N
+    -m hotrain predict ...; unreadable frames are skipped and listed in OUT/predict.json (exit status 1).
+    """
+    from hotrain.predict import REPORT_NAME, run_predict
+
+    if export == "plain" and out is None:
+        raise click.UsageError("--out is needed with --export plain")
     try:
-        info = run_predict(checkpoint, input_spec, out, overlay_images=overlay, tta=tta == "flip",
-                           batch_size=batch_size, max_side=max_side, device=device)
+        info = run_predict(checkpoint, input_spec, out, export=export, overlay_images=overlay, tta=tta == "flip",
+                           batch_size=batch_size, max_side=max_side, device=device, num_workers=num_workers,
+                           progress=progress)
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{info['frames']} frame(s) -> {info['out']} ({info['fps']:.1f} frames/s on {info['device']})")
+    if "counts" not in info:  # ranks > 0 under torchrun: rank 0 reports
+        return
+    c = info["counts"]
+    click.echo(f"{c['written']} mask(s) written, {c['skipped_done']} already done, {c['failed']} failed "
+               f"({info['fps']:.1f} frames/s on {info['device']} x {info['world_size']}) -> {info['out']}")
+    if c["failed"]:
+        for f in info["failed"][:5]:
+            click.echo(f"  skipped {f['reason']}", err=True)
+        raise click.ClickException(f"{c['failed']} frame(s) could not be read; listed in "
+                                   f"{Path(info['out']) / REPORT_NAME}")
