@@ -225,6 +225,9 @@ def test_official_split_goes_by_position_in_metadata(tmp_path):
     d = src.describe()
     assert d["positions_per_split"]["test"] == OFFICIAL["test"] and d["positions_per_split"]["val"] == OFFICIAL["val"]
     assert d["warnings"] == [] and src.build_options()["egohands_split"] == "official"
+    assert d["frames_per_split"] == {"train": 36, "val": 4, "test": 8}
+    assert d["slots"] == {"polygons": 48, "empty": 48 * 3, "under_3_points": 0}
+    assert len(d["annotation_files"]) == 49  # metadata.mat and every polygons.mat, with checksums
 
     # the same videos in another order: the split follows the positions, not the names
     shuffled = names[::-1]

@@ -341,6 +341,18 @@ def cross_check_polygons(root: Path, videos: list[dict[str, Any]], examples: int
     return found
 
 
+def slot_counts(videos: list[dict[str, Any]]) -> dict[str, int]:
+    """How many hand slots hold a polygon, are empty, or hold fewer than 3 points (drawn as nothing)."""
+    counts = {"polygons": 0, "empty": 0, "under_3_points": 0}
+    for v in videos:
+        for frame in v["slots"]:
+            for value in frame.values():
+                arr = np.asarray(value)
+                key = "empty" if arr.size == 0 else "under_3_points" if arr.ndim == 2 and arr.shape[0] < 3 else "polygons"
+                counts[key] += 1
+    return counts
+
+
 # ---------------------------------------------------------------------------------------------- splits
 
 
@@ -435,12 +447,16 @@ class EgoHandsSource(Source):
         split_rule = {"official": "official: getMetaBy.m MainSplit, by 1-based position in metadata.mat",
                       "partners": "partners: a video and its partner video share a split (ours)",
                       "file": "split file given with --split-file"}[self.split_rule]
+        copies = {f"{SAMPLES_DIR}/{v['video_id']}/polygons.mat": file_digest(p) for v in records
+                  if (p := samples / v["video_id"] / "polygons.mat").is_file()}
         self._describe = {
-            "annotation_files": {"metadata.mat": file_digest(meta_path)},
+            "annotation_files": {"metadata.mat": file_digest(meta_path)} | copies,
             "ground_truth": "metadata.mat video(i).labelled_frames(j).{myleft,myright,yourleft,yourright}",
             "raster": {"rule": self.raster, "about": RASTER_ABOUT[self.raster]},
             "videos": len(records),
             "frames": len(refs),
+            "frames_per_split": {k: sum(len(videos[x]["frame_nums"]) for x in v) for k, v in per_split.items()},
+            "slots": slot_counts(records),
             "split_rule": split_rule,
             "split_file": str(self.split_file),
             "split_file_digest": file_digest(self.split_file),

@@ -60,7 +60,8 @@ import numpy as np
 from hodata import manifests
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
-from hodata.schema import IGNORE, MAX_INSTANCES, Sample, checked_image_size, instance, seg_from_instances
+from hodata.schema import (IGNORE, MAX_INSTANCES, Sample, checked_image_size, instance, label_histogram,
+                           seg_from_instances)
 from hodata.sources import FrameRef, Option, Source
 from hodata.sources.egohands import paint_polygon
 from hodata.sources.files import read_file, relative
@@ -313,19 +314,28 @@ def _inside(points: np.ndarray, poly: np.ndarray) -> np.ndarray:
     return (crosses & (px < xc)).sum(axis=1) % 2 == 1
 
 
+def _edge_boxes(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    q = np.roll(p, -1, axis=0)
+    return p, q, np.concatenate([np.minimum(p, q), np.maximum(p, q)], axis=1)
+
+
+def _near(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    return (boxes[:, 0] <= box[2]) & (boxes[:, 2] >= box[0]) & (boxes[:, 1] <= box[3]) & (boxes[:, 3] >= box[1])
+
+
 def _edges_cross(a: np.ndarray, b: np.ndarray) -> bool:
     """Whether an edge of ``a`` properly crosses an edge of ``b`` (touching and collinear runs do not count)."""
-    a0, a1 = a, np.roll(a, -1, axis=0)
-    b0, b1 = b, np.roll(b, -1, axis=0)
+    a0, a1, abox = _edge_boxes(a)
+    b0, b1, bbox = _edge_boxes(b)
+    ka, kb = _near(abox, _bbox(b)), _near(bbox, _bbox(a))  # only edges near the other outline can cross it
+    a0, a1, b0, b1 = a0[ka], a1[ka], b0[kb][None], b1[kb][None]
+
+    def orient(o, u, v):
+        return np.sign((u[..., 0] - o[..., 0]) * (v[..., 1] - o[..., 1]) - (u[..., 1] - o[..., 1]) * (v[..., 0] - o[..., 0]))
+
     for s in range(0, len(a0), 512):  # bounded memory for long outlines
         p, q = a0[s:s + 512, None, :], a1[s:s + 512, None, :]
-
-        def orient(o, u, v):
-            return np.sign((u[..., 0] - o[..., 0]) * (v[..., 1] - o[..., 1]) - (u[..., 1] - o[..., 1]) * (v[..., 0] - o[..., 0]))
-
-        d1, d2 = orient(p, q, b0[None]), orient(p, q, b1[None])
-        d3, d4 = orient(b0[None], b1[None], p), orient(b0[None], b1[None], q)
-        if np.any((d1 * d2 < 0) & (d3 * d4 < 0)):
+        if np.any((orient(p, q, b0) * orient(p, q, b1) < 0) & (orient(b0, b1, p) * orient(b0, b1, q) < 0)):
             return True
     return False
 
@@ -548,7 +558,7 @@ class VISORSource(Source):
         for layer in plan.layers:
             for poly in layer.polygons:
                 paint_polygon(inst, layer.value, poly, "centre")
-        present = set(np.flatnonzero(np.bincount(inst.ravel(), minlength=256)).tolist())
+        present = set(np.flatnonzero(label_histogram(inst)).tolist())
         instances = [i for i in plan.instances if i["id"] in present]  # a mask drawn over entirely is gone
         seg = seg_from_instances(inst, instances)
         extra = {"subsequence": plan.subsequence}
