@@ -201,6 +201,13 @@ def test_corrections_replace_a_hands_contact(tmp_path):
     custom.write_text("[1, 2]")
     with pytest.raises(DataError, match="corrections must be"):
         VISORSource(root, {"visor_corrections": str(custom)})
+    # the corrections are part of the build's fingerprint: a rerun with others is refused
+    out = tmp_path / "out"
+    build(VISORSource(root), BuildConfig(out=out, progress=False, command=["t"]))
+    with pytest.raises(DataError, match="other options"):
+        build(VISORSource(root, {"visor_corrections": "none"}), BuildConfig(out=out, progress=False, command=["t"]))
+    r = CliRunner().invoke(hodata_cli, ["build", "--source", "visor", "--help"])
+    assert "--visor-corrections" in r.output and "--split-file" not in r.output
 
 
 # ------------------------------------------------------------------------------------ frames on disk

@@ -41,6 +41,10 @@ two-entry ``on_which_hand`` read as left + right (as VISOR-HOS does), gloves lac
 and contact corrections: by default the 11 fixes of VISOR-HOS ``correct.json``
 (``hodata/manifests/visor_corrections.json``), replaceable with ``--visor-corrections FILE`` or off with
 ``none``.
+
+The interpolated dense annotations (``Interpolations-DenseAnnotations``, 854x480) are not built: their
+frames are not shipped (VISOR-FrameExtraction cuts them from the videos), and at ~10M masks they need
+per-video work units rather than one in-memory plan per frame. The manifest records whether they are present.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from hodata.sources.egohands import paint_polygon
 from hodata.sources.files import read_file, relative
 
 SPARSE = "GroundTruth-SparseAnnotations"
+DENSE = "Interpolations-DenseAnnotations"
 LABELLED_SPLITS = ("train", "val")
 FACTS = manifests.load("visor.json")
 FRAME_SIZE = tuple(FACTS["frame_size"])  # (width, height) every sparse polygon assumes
@@ -506,8 +511,14 @@ class VISORSource(Source):
             "mapping": MAPPING,
             "raster": "pixel centres inside each polygon (even-odd), polygons of one entity united",
             "quirks": notes.as_dict(),
+            "dense_annotations": {"present": (self.sparse.parent / DENSE).is_dir(), "built": False,
+                                  "why": "frames not shipped; interpolated annotations are not read"},
         }
         return refs
+
+    def build_options(self) -> dict[str, Any]:
+        return {"visor_corrections": self._corrections_read.get("file"),
+                "visor_corrections_sha256": self._corrections_read.get("sha256")}
 
     def _plan(self, ref: FrameRef) -> FramePlan:
         if self._plans is None:  # a fresh process that did not list the frames (spawn start method)
