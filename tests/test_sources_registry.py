@@ -41,7 +41,7 @@ def test_options_are_typed_validated_and_defaulted():
 def test_each_source_declares_its_options(tmp_path):
     names = {n: {o.name for o in REGISTRY[n].load_class().OPTIONS} for n in source_names()}
     assert names["egohos"] == {"egohos_second_order"}
-    assert names["egohands"] == {"split_file"}
+    assert names["egohands"] == {"egohands_split", "egohands_raster", "split_file"}
     assert {"mano_dir", "ycb_dir", "masks", "renderer"} <= names["ho3d"]
     assert "ycb_dir" not in names["freihand"] and "mano_dir" in names["freihand"]
     (tmp_path / "train" / "image").mkdir(parents=True)

@@ -5,8 +5,11 @@ OUT/egohands_data/metadata.mat                              # struct array `vide
 OUT/egohands_data/_LABELLED_SAMPLES/<VIDEO_ID>/frame_%04d.jpg
 OUT/egohands_data/_LABELLED_SAMPLES/<VIDEO_ID>/polygons.mat # struct array `polygons` (1 x frames)
 ```
-Video ids are real ones from ``hodata/manifests/egohands_split.json`` (so the official split applies), taken from
-test, val and train in turn. Frame numbers are random and increasing, like the release's. The wearer's
+By default all 48 release video ids are written as the 48 entries of ``video``, in name order (the order the
+release's ``_LABELLED_SAMPLES`` folders list; the official split goes by position in this struct array, so
+a build with the default options needs all 48), each with a few labelled frames (one by default) instead of
+the release's 100. Frame numbers are random and increasing, like the release's; ``polygons.mat`` repeats
+each video's polygons, as the release does. The wearer's
 hands come up from the bottom edge; the partner's come down from the top, behind them. Each visible hand
 is annotated as one polygon of float (x, y) in MATLAB's 1-based pixel coordinates; absent hands are empty
 slots. Objects are drawn but not annotated, as in EgoHands.
@@ -32,15 +35,8 @@ SPLIT_FILE = manifests.path("egohands_split.json")
 
 
 def pick_videos(count: int) -> list[str]:
-    """``count`` real video ids, alternating test / val / train so every split gets some."""
-    split = json.loads(SPLIT_FILE.read_text())
-    pools = [list(split["test"]), list(split["val"]), list(split["train"])]
-    chosen: list[str] = []
-    while len(chosen) < count and any(pools):
-        for pool in pools:
-            if pool and len(chosen) < count:
-                chosen.append(pool.pop(0))
-    return chosen
+    """The first ``count`` of the release's 48 video ids in name order."""
+    return sorted(json.loads(SPLIT_FILE.read_text())["_ids"])[:count]
 
 
 def frame_annotation(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -85,9 +81,10 @@ def _struct_array(records: list[dict], fields: tuple[str, ...]) -> np.ndarray:
     return arr
 
 
-def write(out: Path, frames_per_video: int = 4, videos: int = 6, seed: int = 0, size: tuple[int, int] = (160, 90),
+def write(out: Path, frames_per_video: int = 1, videos: int = 48, seed: int = 0, size: tuple[int, int] = (160, 90),
           frames: int | None = None) -> dict:
-    """Write ``videos`` x ``frames_per_video`` frames (or about ``frames`` in all) under ``out/egohands_data``."""
+    """Write ``videos`` x ``frames_per_video`` frames under ``out/egohands_data``; ``frames`` asks for about
+    that many in all (at least one per video)."""
     if frames is not None:
         frames_per_video = max(1, math.ceil(frames / videos))
     root = Path(out) / "egohands_data"

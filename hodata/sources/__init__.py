@@ -55,6 +55,7 @@ register("egohos", "hodata.sources.egohos:EgoHOSSource", demo="hodata.demo.egoho
 register("egohands", "hodata.sources.egohands:EgoHandsSource", demo="hodata.demo.egohands")
 register("ho3d", "hodata.sources.ho3d:HO3DSource", demo="hodata.demo.ho3d")
 register("freihand", "hodata.sources.freihand:FreiHANDSource", demo="hodata.demo.freihand")
+register("visor", "hodata.sources.visor:VISORSource", demo="hodata.demo.visor")
 
 
 # ------------------------------------------------------------------------------------------------ options
