@@ -23,7 +23,7 @@ import threading
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, prange, types, uint64
 from numba.extending import intrinsic
 
 SNAP = 256.0  # corners are snapped to 1/SNAP pixel
@@ -119,22 +119,24 @@ def _sort_faces(faces, proj, front, width, height, lists):
     outward winding), lists[1]: counter-clockwise, lists[2]: crossing the near plane; drop faces of zero area
     and faces whose box holds no pixel centre."""
     n_cw = n_ccw = n_clip = 0
+    x_last, y_last = width - 1.0, height - 1.0
     for t in range(faces.shape[0]):
-        a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
+        # unsigned indices: no negative-index wraparound in the gathers (_faces_in_range checked them)
+        a, b, c = uint64(faces[t, 0]), uint64(faces[t, 1]), uint64(faces[t, 2])
         whole = front[a] & front[b] & front[c]
         u0, v0, u1, v1, u2, v2 = proj[a, 0], proj[a, 1], proj[b, 0], proj[b, 1], proj[c, 0], proj[c, 1]
         area = (u1 - u0) * (v2 - v0) - (v1 - v0) * (u2 - u0)
         x_lo = max(0.0, np.ceil(min(u0, u1, u2)))
-        x_hi = min(width - 1.0, np.floor(max(u0, u1, u2)))
+        x_hi = min(x_last, np.floor(max(u0, u1, u2)))
         y_lo = max(0.0, np.ceil(min(v0, v1, v2)))
-        y_hi = min(height - 1.0, np.floor(max(v0, v1, v2)))
+        y_hi = min(y_last, np.floor(max(v0, v1, v2)))
         live = whole & (x_lo <= x_hi) & (y_lo <= y_hi)
-        lists[0, n_cw] = t
-        n_cw += live & (area < 0.0)
-        lists[1, n_ccw] = t
-        n_ccw += live & (area > 0.0)
-        lists[2, n_clip] = t
-        n_clip += not whole
+        lists[0, uint64(n_cw)] = t
+        n_cw += np.int64(live & (area < 0.0))
+        lists[1, uint64(n_ccw)] = t
+        n_ccw += np.int64(live & (area > 0.0))
+        lists[2, uint64(n_clip)] = t
+        n_clip += np.int64(not whole)
     return n_cw, n_ccw, n_clip
 
 
@@ -207,24 +209,27 @@ def _raster(verts, faces, todo, n_todo, clipped, label, K, near, proj, depth, la
             dx0, dy0, c0 = v1 - v2, u2 - u1, u1 * v2 - v1 * u2
             dx1, dy1, c1 = v2 - v0, u0 - u2, u2 * v0 - v2 * u0
             dx2, dy2, c2 = v0 - v1, u1 - u0, u0 * v1 - v0 * u1
-            inv_area = 1.0 / area
-            # 1/z is a plane in the image (exact for planar triangles)
-            a_iz = (dx0 * iz0 + dx1 * iz1 + dx2 * iz2) * inv_area
-            b_iz = (dy0 * iz0 + dy1 * iz1 + dy2 * iz2) * inv_area
-            c_iz = (c0 * iz0 + c1 * iz1 + c2 * iz2) * inv_area
+            # 1/z is a plane in the image (exact for planar triangles): (A x + B y + C) / area
+            A = dx0 * iz0 + dx1 * iz1 + dx2 * iz2
+            B = dy0 * iz0 + dy1 * iz1 + dy2 * iz2
+            C = c0 * iz0 + c1 * iz1 + c2 * iz2
             if far_test:
-                # The nearest 1/z any pixel of this triangle can get, with room for rounding in the plane.
-                top = max(iz0, iz1, iz2) * (1.0 + 1e-7) + 1e-15 * (abs(a_iz) * width + abs(b_iz) * height + abs(c_iz))
+                # Skipped when the nearest 1/z any of its pixels can get (the largest corner's, with room for
+                # rounding in the plane) is below the farthest 1/z of every tile under its box; compared
+                # multiplied by area, so hidden triangles cost no division.
+                top = max(iz0, iz1, iz2) * (1.0 + 1e-7) * area + 1e-15 * (abs(A) * width + abs(B) * height + abs(C))
                 hidden = True
                 for ty in range(y_lo // TILE, y_hi // TILE + 1):
                     for tx in range(x_lo // TILE, x_hi // TILE + 1):
-                        if tiles[ty * tiles_per_row + tx] <= top:
+                        if tiles[ty * tiles_per_row + tx] * area <= top:
                             hidden = False
                             break
                     if not hidden:
                         break
                 if hidden:
                     continue
+            inv_area = 1.0 / area
+            a_iz, b_iz, c_iz = A * inv_area, B * inv_area, C * inv_area
             bx0, bx1, by0, by1 = min(bx0, x_lo), max(bx1, x_hi), min(by0, y_lo), max(by1, y_hi)
             t0 = 0.0 if (dx0 > 0.0 or (dx0 == 0.0 and dy0 > 0.0)) else HALF_UNIT
             t1 = 0.0 if (dx1 > 0.0 or (dx1 == 0.0 and dy1 > 0.0)) else HALF_UNIT
