@@ -107,7 +107,8 @@ _ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     **{(f"{core}.{mod}", name): None for core in ("numpy.core", "numpy._core") for mod, name in _ARRAY_NAMES},
-    **{(mod, "csc_matrix"): scipy.sparse.csc_matrix for mod in ("scipy.sparse", "scipy.sparse.csc", "scipy.sparse._csc")},
+    **{(mod, "csc_matrix"): scipy.sparse.csc_matrix
+       for mod in ("scipy.sparse", "scipy.sparse.csc", "scipy.sparse._csc")},
     **{(mod, "_reconstructor"): copyreg._reconstructor for mod in ("copy_reg", "copyreg")},
     **{(mod, "object"): object for mod in ("__builtin__", "builtins")},
     **{(mod, "set"): set for mod in ("__builtin__", "builtins")},

@@ -8,7 +8,8 @@ hodata: ``render_labels(K, size, [(hand, faces, 1), (object @ R.T + t, faces, 2)
 object's vertices is part of its time).
 
 pyrender (EGL, llvmpipe here), the scene built once: one OffscreenRenderer, one Scene, one IntrinsicsCamera(fx,
-fy, cx + 0.5, cy + 0.5) (pyrender samples pixel centres at +0.5); the object a Mesh whose node pose is set per
+fy, cx + 0.5, cy + 0.5) (pyrender samples pixel centres at +0.5; znear 5 cm and zfar 10 m bracket the scenes,
+for depth precision); the object a Mesh whose node pose is set per
 frame; RenderFlags.SEG with a seg_node_map; faces submitted in both windings (SEG culls back faces, and MANO is
 open at the wrist). The hand, which deforms, is updated per frame in one of two ways, both timed:
 "node" replaces its mesh node with a new Mesh (public API), "buffer" writes the new positions into the
