@@ -83,6 +83,9 @@ def render_labels_batch(Ks, size, frames, *, backend: str = "zbuffer", threads: 
             out[b] = render_labels(Ks[b], (width, height), meshes, backend=backend)
         return out
     checked = [[_check_mesh(i, mesh) for i, mesh in enumerate(meshes)] for meshes in frames]
+    if not any(checked):  # no mesh at all (typed lists need one element to know their type)
+        out[...] = 0
+        return out
     verts, faces, table, spans = _pack(checked)
     if threads is None:
         from numba import get_num_threads
@@ -153,25 +156,22 @@ def _draw(K, width, height, meshes, out, first_index: int = 0) -> None:
     canvas.copy_out(out)
 
 
-def _pack(frames) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """All frames' meshes in one vertex and one face array (a face array shared by several meshes is stored
-    once); table rows: vertex start, end, face start, end, label; spans rows: each frame's first and end mesh."""
-    verts, faces, table, spans = [], [], [], []
-    n_verts = n_faces = 0
-    stored = {}  # id(face array) -> (start, end)
+def _pack(frames):
+    """All frames' meshes as typed lists of vertex and face arrays (a face array shared by several meshes is
+    listed once); table rows: vertex array, face array, label; spans rows: each frame's first and end mesh."""
+    from numba.typed import List
+
+    verts, faces, table, spans = List(), List(), [], []
+    listed = {}  # id(face array) -> its index in faces
     for meshes in frames:
         spans.append((len(table), len(table) + len(meshes)))
         for v, f, label in meshes:
-            if id(f) not in stored:
-                stored[id(f)] = (n_faces, n_faces + len(f))
+            if id(f) not in listed:
+                listed[id(f)] = len(faces)
                 faces.append(f)
-                n_faces += len(f)
+            table.append((len(verts), listed[id(f)], label))
             verts.append(v)
-            table.append((n_verts, n_verts + len(v), *stored[id(f)], label))
-            n_verts += len(v)
-    return (np.concatenate(verts) if verts else np.zeros((0, 3)),
-            np.concatenate(faces) if faces else np.zeros((0, 3), np.int64),
-            np.array(table, np.int64).reshape(-1, 5), np.array(spans, np.int64).reshape(-1, 2))
+    return verts, faces, np.array(table, np.int64).reshape(-1, 3), np.array(spans, np.int64).reshape(-1, 2)
 
 
 def _stack_meshes(meshes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

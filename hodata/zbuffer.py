@@ -378,15 +378,15 @@ class Canvas:
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
 def render_batch(Ks, verts, faces, meshes, frames, width, height, near, n_chunks, out):
     """Frames split into n_chunks runs of consecutive frames, one canvas per run, runs in parallel.
-    meshes rows: vertex start, vertex end, face start, face end, label (faces index their own mesh's
-    vertices); frames rows: first mesh, end mesh. Returns per frame -1, or mesh index * 4 + status."""
+    verts, faces: typed lists of arrays; meshes rows: index into verts, index into faces, label; frames rows:
+    first mesh, end mesh. Returns per frame -1, or (mesh index within the frame) * 4 + status."""
     n_frames = frames.shape[0]
     status = np.full(n_frames, -1, np.int64)
     per = (n_frames + n_chunks - 1) // n_chunks
     max_v = max_f = 1
     for m in range(meshes.shape[0]):
-        max_v = max(max_v, meshes[m, 1] - meshes[m, 0])
-        max_f = max(max_f, meshes[m, 3] - meshes[m, 2])
+        max_v = max(max_v, verts[meshes[m, 0]].shape[0])
+        max_f = max(max_f, faces[meshes[m, 1]].shape[0])
     for chunk in prange(n_chunks):
         lo, hi = chunk * per, min(n_frames, (chunk + 1) * per)
         if lo >= hi:
@@ -398,9 +398,9 @@ def render_batch(Ks, verts, faces, meshes, frames, width, height, near, n_chunks
         for b in range(lo, hi):
             clear(depth, labels, stride, tiles, box, width, height)
             for m in range(frames[b, 0], frames[b, 1]):
-                code = draw_mesh(verts[meshes[m, 0]:meshes[m, 1]], faces[meshes[m, 2]:meshes[m, 3]],
-                                 np.uint8(meshes[m, 4]), Ks[b], near, depth, labels, stride, width, height, tiles,
-                                 box, m == frames[b, 0], proj, front, lists, poly, tri)
+                code = draw_mesh(verts[meshes[m, 0]], faces[meshes[m, 1]], np.uint8(meshes[m, 2]), Ks[b], near,
+                                 depth, labels, stride, width, height, tiles, box, m == frames[b, 0], proj, front,
+                                 lists, poly, tri)
                 if code != OK:
                     status[b] = (m - frames[b, 0]) * 4 + code
                     break
