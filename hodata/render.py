@@ -32,9 +32,11 @@ BACKENDS = ("zbuffer", "pyrender")
 
 
 def render_labels(K, size, meshes, *, backend: str = "zbuffer") -> np.ndarray:
-    """K (3, 3), size (width, height), meshes [(verts, faces, label), ...] in the camera frame ->
-    (height, width) uint8 label map. backend "zbuffer" (default, fast) or "pyrender" (EGL cross-check).
-    Triangles partly behind the camera (z <= near) are clipped, not dropped or wrapped."""
+    """K (3, 3), size (width, height), meshes [(verts, faces, label), ...] in the camera frame, or
+    (verts, faces, label, pose) with pose (4, 4) or (3, 4) moving the vertices into it (an object mesh stays as
+    loaded; its pose changes per frame) -> (height, width) uint8 label map. backend "zbuffer" (default, fast)
+    or "pyrender" (EGL cross-check). Triangles partly behind the camera (z <= near) are clipped, not dropped
+    or wrapped."""
     width, height = _check_size(size)
     K = _check_K(K)
     meshes = [_check_mesh(i, mesh) for i, mesh in enumerate(meshes)]
@@ -54,8 +56,8 @@ def render_silhouettes(K, size, meshes) -> np.ndarray:
     K = _check_K(K)
     meshes = [_check_mesh(i, mesh) for i, mesh in enumerate(meshes)]
     out = np.empty((len(meshes), height, width), np.uint8)
-    for i, (verts, faces, _) in enumerate(meshes):
-        _draw(K, width, height, [(verts, faces, 1)], out[i], first_index=i)
+    for i, (verts, faces, _, pose) in enumerate(meshes):
+        _draw(K, width, height, [(verts, faces, 1, pose)], out[i], first_index=i)
     return out.view(np.bool_)
 
 
@@ -86,13 +88,13 @@ def render_labels_batch(Ks, size, frames, *, backend: str = "zbuffer", threads: 
     if not any(checked):  # no mesh at all (typed lists need one element to know their type)
         out[...] = 0
         return out
-    verts, faces, table, spans = _pack(checked)
+    verts, faces, poses, table, spans = _pack(checked)
     if threads is None:
         from numba import get_num_threads
 
         threads = get_num_threads()
     n_chunks = max(1, min(int(threads), len(frames)))
-    status = zbuffer.render_batch(Ks, verts, faces, table, spans, width, height, NEAR, n_chunks, out)
+    status = zbuffer.render_batch(Ks, verts, faces, poses, table, spans, width, height, NEAR, n_chunks, out)
     bad = np.flatnonzero(status >= 0)
     if len(bad):
         b = int(bad[0])
@@ -128,14 +130,27 @@ def _check_K(K) -> np.ndarray:
     return np.ascontiguousarray(K)
 
 
-def _check_mesh(i: int, mesh) -> tuple[np.ndarray, np.ndarray, int]:
-    """(vertices (N, 3) float64, faces (F, 3) int64, label), C-contiguous; the kernel checks indices and values."""
-    v, f, label = mesh
+IDENTITY_POSE = np.eye(3, 4)
+
+
+def _check_mesh(i: int, mesh) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(vertices (N, 3) float64, faces (F, 3) int64, label, pose (3, 4) float64), C-contiguous; the kernel
+    checks indices and values."""
+    if len(mesh) == 3:
+        (v, f, label), pose = mesh, IDENTITY_POSE
+    else:
+        v, f, label, pose = mesh
+        pose = np.asarray(pose, dtype=np.float64)
+        if pose.shape == (4, 4) and np.array_equal(pose[3], (0.0, 0.0, 0.0, 1.0)):
+            pose = pose[:3]
+        if pose.shape != (3, 4) or not np.isfinite(pose).all():
+            raise ValueError(f"mesh {i}: pose must be a finite (4, 4) rigid/affine transform or its top (3, 4)")
+        pose = np.ascontiguousarray(pose)
     if not 1 <= int(label) <= 254:
         raise ValueError(f"mesh {i}: label must be 1..254 (0 is background, 255 ignore), got {label}")
     v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1, 3)
     f = np.ascontiguousarray(f, dtype=np.int64).reshape(-1, 3)
-    return v, f, int(label)
+    return v, f, int(label), pose
 
 
 def _refusal(i: int, code: int, n_verts: int) -> str:
@@ -147,10 +162,10 @@ def _refusal(i: int, code: int, n_verts: int) -> str:
 def _draw(K, width, height, meshes, out, first_index: int = 0) -> None:
     """Draw meshes on this thread's canvas and write the label map into out (height, width)."""
     canvas = zbuffer.Canvas.for_thread(width, height)
-    canvas.fit(max((len(v) for v, _, _ in meshes), default=0), max((len(f) for _, f, _ in meshes), default=0))
+    canvas.fit(max((len(m[0]) for m in meshes), default=0), max((len(m[1]) for m in meshes), default=0))
     canvas.begin()
-    for i, (verts, faces, label) in enumerate(meshes):
-        code = canvas.draw(verts, faces, label, K, NEAR, i == 0)
+    for i, (verts, faces, label, pose) in enumerate(meshes):
+        code = canvas.draw(verts, faces, pose, label, K, NEAR, i == 0)
         if code != zbuffer.OK:
             raise ValueError(_refusal(first_index + i, code, len(verts)))
     canvas.copy_out(out)
@@ -158,31 +173,35 @@ def _draw(K, width, height, meshes, out, first_index: int = 0) -> None:
 
 def _pack(frames):
     """All frames' meshes as typed lists of vertex and face arrays (a face array shared by several meshes is
-    listed once); table rows: vertex array, face array, label; spans rows: each frame's first and end mesh."""
+    listed once), each mesh's pose (M, 3, 4); table rows: vertex array, face array, label; spans rows: each
+    frame's first and end mesh."""
     from numba.typed import List
 
-    verts, faces, table, spans = List(), List(), [], []
+    verts, faces, poses, table, spans = List(), List(), [], [], []
     listed = {}  # id(face array) -> its index in faces
     for meshes in frames:
         spans.append((len(table), len(table) + len(meshes)))
-        for v, f, label in meshes:
+        for v, f, label, pose in meshes:
             if id(f) not in listed:
                 listed[id(f)] = len(faces)
                 faces.append(f)
             table.append((len(verts), listed[id(f)], label))
             verts.append(v)
-    return verts, faces, np.array(table, np.int64).reshape(-1, 3), np.array(spans, np.int64).reshape(-1, 2)
+            poses.append(pose)
+    return (verts, faces, np.array(poses).reshape(-1, 3, 4), np.array(table, np.int64).reshape(-1, 3),
+            np.array(spans, np.int64).reshape(-1, 2))
 
 
 def _stack_meshes(meshes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One vertex array, one face array (indices offset) and one label per face (the pyrender backend)."""
     if not meshes:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, np.uint8)
-    for i, (v, f, _) in enumerate(meshes):
+    for i, (v, f, _, _) in enumerate(meshes):
         if f.size and (f.min() < 0 or f.max() >= len(v)):
             raise ValueError(_refusal(i, zbuffer.BAD_FACES, len(v)))
         if not np.isfinite(v).all():
             raise ValueError(_refusal(i, zbuffer.BAD_VERTS, len(v)))
+    meshes = [(v @ pose[:, :3].T + pose[:, 3], f, label) for v, f, label, pose in meshes]
     offsets = np.cumsum([0] + [len(v) for v, _, _ in meshes[:-1]])
     return (np.concatenate([v for v, _, _ in meshes]),
             np.concatenate([f + o for (_, f, _), o in zip(meshes, offsets)]),

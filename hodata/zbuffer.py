@@ -87,30 +87,34 @@ def _snap(value):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _project(verts, K, near, proj, front):
-    """Snapped image position and 1/z of every vertex; front[i]: in front of the near plane. False when a
-    vertex is not finite."""
+def _project(verts, pose, K, near, proj, front):
+    """Every vertex moved by pose (3, 4) into the camera frame (proj[:, 3:6]), its snapped image position and 1/z
+    (proj[:, 0:3]); front[i]: in front of the near plane. False when a vertex is not finite."""
     fx, sk, cx, fy, cy = K[0, 0], K[0, 1], K[0, 2], K[1, 1], K[1, 2]
     finite = True
     for i in range(verts.shape[0]):
-        x, y, z = verts[i, 0], verts[i, 1], verts[i, 2]
+        px, py, pz = verts[i, 0], verts[i, 1], verts[i, 2]
+        x = pose[0, 0] * px + pose[0, 1] * py + pose[0, 2] * pz + pose[0, 3]
+        y = pose[1, 0] * px + pose[1, 1] * py + pose[1, 2] * pz + pose[1, 3]
+        z = pose[2, 0] * px + pose[2, 1] * py + pose[2, 2] * pz + pose[2, 3]
         finite &= np.isfinite(x + y + z)
         front[i] = z > near
         iz = 1.0 / z
         proj[i, 0] = _snap((fx * x + sk * y) * iz + cx)
         proj[i, 1] = _snap(fy * y * iz + cy)
         proj[i, 2] = iz
+        proj[i, 3], proj[i, 4], proj[i, 5] = x, y, z
     return finite
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _faces_in_range(faces, n):
+    flat = faces.ravel()
     lo, hi = n, -1
-    for t in range(faces.shape[0]):
-        for k in range(3):
-            lo = min(lo, faces[t, k])
-            hi = max(hi, faces[t, k])
-    return faces.shape[0] == 0 or (lo >= 0 and hi < n)
+    for i in range(flat.shape[0]):
+        lo = min(lo, flat[i])
+        hi = max(hi, flat[i])
+    return flat.shape[0] == 0 or (lo >= 0 and hi < n)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -141,20 +145,21 @@ def _sort_faces(faces, proj, front, width, height, lists):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _clip(verts, face, near, K, poly, tri):
-    """Clip one face against z = near (Sutherland-Hodgman, one plane); write the surviving polygon's fan as
-    projected triangles (u, v, 1/z per corner) into tri; return how many (0, 1 or 2)."""
+def _clip(proj, face, near, K, poly, tri):
+    """Clip one face (camera-frame corners in proj[:, 3:6]) against z = near (Sutherland-Hodgman, one plane);
+    write the surviving polygon's fan as projected triangles (u, v, 1/z per corner) into tri; return how many
+    (0, 1 or 2)."""
     m = 0
     for k in range(3):
         p, q = face[k], face[(k + 1) % 3]
-        pz, qz = verts[p, 2], verts[q, 2]
+        pz, qz = proj[p, 5], proj[q, 5]
         if pz > near:
-            poly[m, 0], poly[m, 1], poly[m, 2] = verts[p, 0], verts[p, 1], pz
+            poly[m, 0], poly[m, 1], poly[m, 2] = proj[p, 3], proj[p, 4], pz
             m += 1
         if (pz > near) != (qz > near):
             s = (near - pz) / (qz - pz)
-            poly[m, 0] = verts[p, 0] + s * (verts[q, 0] - verts[p, 0])
-            poly[m, 1] = verts[p, 1] + s * (verts[q, 1] - verts[p, 1])
+            poly[m, 0] = proj[p, 3] + s * (proj[q, 3] - proj[p, 3])
+            poly[m, 1] = proj[p, 4] + s * (proj[q, 4] - proj[p, 4])
             poly[m, 2] = near
             m += 1
     if m < 3:
@@ -172,7 +177,7 @@ def _clip(verts, face, near, K, poly, tri):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def _raster(verts, faces, todo, n_todo, clipped, label, K, near, proj, depth, labels, stride, width, height,
+def _raster(faces, todo, n_todo, clipped, label, K, near, proj, depth, labels, stride, width, height,
             tiles, far_test, box, poly, tri):
     """Draw the faces todo[:n_todo]: clipped ones through _clip, the others from proj. With far_test, a
     triangle lying behind the farthest 1/z of every tile under its box is skipped. Grows box (x0, x1, y0, y1)
@@ -182,7 +187,7 @@ def _raster(verts, faces, todo, n_todo, clipped, label, K, near, proj, depth, la
     for it in range(n_todo):
         t = todo[it]
         a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
-        count = _clip(verts, faces[t], near, K, poly, tri) if clipped else 1
+        count = _clip(proj, faces[t], near, K, poly, tri) if clipped else 1
         for k in range(count):
             if clipped:
                 u0, v0, iz0, u1, v1, iz1, u2, v2, iz2 = (tri[k, 0], tri[k, 1], tri[k, 2], tri[k, 3], tri[k, 4],
@@ -262,22 +267,23 @@ def _update_tiles(depth, stride, tiles, box):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def draw_mesh(verts, faces, label, K, near, depth, labels, stride, width, height, tiles, box, first,
+def draw_mesh(verts, faces, pose, label, K, near, depth, labels, stride, width, height, tiles, box, first,
               proj, front, lists, poly, tri):
-    """Draw one mesh onto the canvas; returns OK, BAD_FACES or BAD_VERTS (then nothing was drawn)."""
+    """Draw one mesh (its vertices moved by pose (3, 4) into the camera frame) onto the canvas; returns OK,
+    BAD_FACES or BAD_VERTS (then nothing was drawn)."""
     n = verts.shape[0]
     if not _faces_in_range(faces, n):
         return BAD_FACES
-    if not _project(verts, K, near, proj[:n], front[:n]):
+    if not _project(verts, pose, K, near, proj[:n], front[:n]):
         return BAD_VERTS
     n_cw, n_ccw, n_clip = _sort_faces(faces, proj, front, width, height, lists)
     mesh_box = np.array([width, -1, height, -1])
-    _raster(verts, faces, lists[2], n_clip, True, label, K, near, proj, depth, labels, stride, width, height,
+    _raster(faces, lists[2], n_clip, True, label, K, near, proj, depth, labels, stride, width, height,
             tiles, False, mesh_box, poly, tri)
-    _raster(verts, faces, lists[0], n_cw, False, label, K, near, proj, depth, labels, stride, width, height,
+    _raster(faces, lists[0], n_cw, False, label, K, near, proj, depth, labels, stride, width, height,
             tiles, not first, mesh_box, poly, tri)
     _update_tiles(depth, stride, tiles, mesh_box)
-    _raster(verts, faces, lists[1], n_ccw, False, label, K, near, proj, depth, labels, stride, width, height,
+    _raster(faces, lists[1], n_ccw, False, label, K, near, proj, depth, labels, stride, width, height,
             tiles, True, mesh_box, poly, tri)
     box[0], box[1] = min(box[0], mesh_box[0]), max(box[1], mesh_box[1])
     box[2], box[3] = min(box[2], mesh_box[2]), max(box[3], mesh_box[3])
@@ -339,7 +345,7 @@ class Canvas:
     def __init__(self, width: int, height: int):
         self.width, self.height = width, height
         self.depth, self.labels, self.stride, self.tiles, self.box = canvas_arrays(width, height)
-        self.proj, self.front = np.empty((0, 3)), np.empty(0, np.bool_)
+        self.proj, self.front = np.empty((0, 6)), np.empty(0, np.bool_)
         self.lists = np.empty((3, 0), np.int32)
         self.poly, self.tri = np.empty((4, 3)), np.empty((2, 9))
 
@@ -357,17 +363,17 @@ class Canvas:
 
     def fit(self, n_verts: int, n_faces: int) -> None:
         if self.proj.shape[0] < n_verts:
-            self.proj, self.front = np.empty((n_verts, 3)), np.empty(n_verts, np.bool_)
+            self.proj, self.front = np.empty((n_verts, 6)), np.empty(n_verts, np.bool_)
         if self.lists.shape[1] < n_faces:
             self.lists = np.empty((3, n_faces), np.int32)
 
     def begin(self) -> None:
         clear(self.depth, self.labels, self.stride, self.tiles, self.box, self.width, self.height)
 
-    def draw(self, verts, faces, label, K, near, first) -> int:
-        return draw_mesh(verts, faces, np.uint8(label), K, near, self.depth, self.labels, self.stride, self.width,
-                         self.height, self.tiles, self.box, first, self.proj, self.front, self.lists, self.poly,
-                         self.tri)
+    def draw(self, verts, faces, pose, label, K, near, first) -> int:
+        return draw_mesh(verts, faces, pose, np.uint8(label), K, near, self.depth, self.labels, self.stride,
+                         self.width, self.height, self.tiles, self.box, first, self.proj, self.front, self.lists,
+                         self.poly, self.tri)
 
     def copy_out(self, out) -> None:
         copy_out(self.labels, self.stride, self.box, out)
@@ -376,10 +382,10 @@ class Canvas:
 # ------------------------------------------------------------------------------------------ many frames
 
 @njit(cache=True, nogil=True, parallel=True, error_model="numpy")
-def render_batch(Ks, verts, faces, meshes, frames, width, height, near, n_chunks, out):
+def render_batch(Ks, verts, faces, poses, meshes, frames, width, height, near, n_chunks, out):
     """Frames split into n_chunks runs of consecutive frames, one canvas per run, runs in parallel.
-    verts, faces: typed lists of arrays; meshes rows: index into verts, index into faces, label; frames rows:
-    first mesh, end mesh. Returns per frame -1, or (mesh index within the frame) * 4 + status."""
+    verts, faces: typed lists of arrays, poses (M, 3, 4); meshes rows: index into verts, index into faces,
+    label; frames rows: first mesh, end mesh. Returns per frame -1, or (mesh index within the frame) * 4 + status."""
     n_frames = frames.shape[0]
     status = np.full(n_frames, -1, np.int64)
     per = (n_frames + n_chunks - 1) // n_chunks
@@ -392,15 +398,15 @@ def render_batch(Ks, verts, faces, meshes, frames, width, height, near, n_chunks
         if lo >= hi:
             continue
         depth, labels, stride, tiles, box = canvas_arrays(width, height)
-        proj, front = np.empty((max_v, 3)), np.empty(max_v, np.bool_)
+        proj, front = np.empty((max_v, 6)), np.empty(max_v, np.bool_)
         lists = np.empty((3, max_f), np.int32)
         poly, tri = np.empty((4, 3)), np.empty((2, 9))
         for b in range(lo, hi):
             clear(depth, labels, stride, tiles, box, width, height)
             for m in range(frames[b, 0], frames[b, 1]):
-                code = draw_mesh(verts[meshes[m, 0]], faces[meshes[m, 1]], np.uint8(meshes[m, 2]), Ks[b], near,
-                                 depth, labels, stride, width, height, tiles, box, m == frames[b, 0], proj, front,
-                                 lists, poly, tri)
+                code = draw_mesh(verts[meshes[m, 0]], faces[meshes[m, 1]], poses[m], np.uint8(meshes[m, 2]), Ks[b],
+                                 near, depth, labels, stride, width, height, tiles, box, m == frames[b, 0], proj,
+                                 front, lists, poly, tri)
                 if code != OK:
                     status[b] = (m - frames[b, 0]) * 4 + code
                     break

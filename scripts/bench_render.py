@@ -4,8 +4,8 @@ Scenes: a synthetic MANO hand (778 vertices, 1,538 faces) posed differently in e
 and a YCB-sized object (an icosphere of radius 5 cm: 5,120 faces, or 20,480 with --subdivisions 5) in a new
 pose near the fingers, at 640x480.
 
-hodata: ``render_labels(K, size, [(hand, faces, 1), (object @ R.T + t, faces, 2)])`` per frame (moving the
-object's vertices is part of its time).
+hodata: ``render_labels(K, size, [(hand, faces, 1), (object, faces, 2, [R | t])])`` per frame: the object mesh as
+loaded, with its pose, as pyrender gets it.
 
 pyrender (EGL, llvmpipe here), the scene built once: one OffscreenRenderer, one Scene, one IntrinsicsCamera(fx,
 fy, cx + 0.5, cy + 0.5) (pyrender samples pixel centres at +0.5; znear 5 cm and zfar 10 m bracket the scenes,
@@ -68,7 +68,9 @@ class Zbuffer:
 
     def meshes(self, frame):
         hand, R, t = frame
-        return [(hand, self.hand_faces, HAND), (self.obj_verts @ R.T + t, self.obj_faces, OBJECT)]
+        pose = np.empty((3, 4))
+        pose[:, :3], pose[:, 3] = R, t
+        return [(hand, self.hand_faces, HAND), (self.obj_verts, self.obj_faces, OBJECT, pose)]
 
     def __call__(self, frame) -> np.ndarray:
         return render_labels(K, SIZE, self.meshes(frame))

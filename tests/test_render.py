@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hodata.mano import axis_angle_to_matrix
 from hodata.render import NEAR, pyrender_available, render_labels, render_labels_batch, render_silhouettes
 
 K = np.array([[100.0, 0.0, 16.0], [0.0, 100.0, 12.0], [0.0, 0.0, 1.0]])
@@ -260,3 +261,27 @@ def test_silhouettes_are_amodal():
     np.testing.assert_array_equal(labels > 0, masks.any(axis=0))
     with pytest.raises(ValueError, match="NaN"):
         render_silhouettes(K, SIZE, [near, (np.full((3, 3), np.inf), [[0, 1, 2]], 1)])
+
+
+def test_a_mesh_pose_moves_it_as_moving_its_vertices_does(hand_scene):
+    Kh, size, (hand, obj) = hand_scene
+    R = axis_angle_to_matrix([0.3, -1.1, 0.7])[0]
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = R, [0.01, -0.02, 0.03]
+    centred = obj[0] - obj[0].mean(axis=0)
+    moved = centred @ R.T + pose[:3, 3] + obj[0].mean(axis=0)
+    pose[:3, 3] += obj[0].mean(axis=0)
+    want = render_labels(Kh, size, [hand, (moved, obj[1], 2)])
+    np.testing.assert_array_equal(render_labels(Kh, size, [hand, (centred, obj[1], 2, pose)]), want)
+    np.testing.assert_array_equal(render_labels(Kh, size, [hand, (centred, obj[1], 2, pose[:3])]), want)
+    np.testing.assert_array_equal(render_labels_batch(Kh, size, [[hand, (centred, obj[1], 2, pose)]] * 2)[1], want)
+    np.testing.assert_array_equal(render_silhouettes(Kh, size, [(centred, obj[1], 2, pose)])[0],
+                                  render_silhouettes(Kh, size, [(moved, obj[1], 2)])[0])
+    # Clipping happens after the pose: a floor the pose carries half behind the camera.
+    floor = np.array([[-0.3, 0.1, 3.0], [0.3, 0.1, 3.0], [0.0, 0.1, -2.0]])
+    shift = np.eye(4)
+    shift[2, 3] = 1.0
+    np.testing.assert_array_equal(render_labels(K, SIZE, [(floor - [0, 0, 1.0], [[0, 1, 2]], 1, shift)]),
+                                  render_labels(K, SIZE, [(floor, [[0, 1, 2]], 1)]))
+    with pytest.raises(ValueError, match="mesh 0: pose must be a finite"):
+        render_labels(K, SIZE, [(floor, [[0, 1, 2]], 1, np.eye(3))])
