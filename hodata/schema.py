@@ -96,8 +96,8 @@ class Sample:
     def members(self) -> dict[str, bytes]:
         """The tar members of this sample (without ``__key__``): image, label maps, json."""
         out = {self.image_ext: self.image, "seg.png": encode_seg(self.seg)}
-        if self.inst is not None:
-            out["inst.png"] = encode_seg(self.inst)
+        if self.inst is not None:  # sources whose instance ids are the labels (HO3D) give the same map twice
+            out["inst.png"] = out["seg.png"] if np.array_equal(self.inst, self.seg) else encode_seg(self.inst)
         if self.amodal is not None:
             out["amodal.png"] = encode_seg(self.amodal)
         out["json"] = dumps_meta(self.meta())
@@ -180,11 +180,16 @@ def check_seg(seg: np.ndarray, width: int, height: int, hist: np.ndarray | None 
         raise ValueError(f"label map has values outside 0/1/2/255: {bad[:8].tolist()}")
 
 
+# Label maps are long runs: zlib's run-length strategy at level 1 halves the size of the default at the
+# same speed, and the "up" row filter alone costs a quarter of libpng's default adaptive choice among all
+# five filters per row (which dominates the encode) for a map ~20 % larger (640x480: ~1 ms instead of ~4).
+_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE] + (
+    [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP] if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])
+
+
 def encode_seg(seg: np.ndarray) -> bytes:
-    """Lossless single-channel PNG (cv2 compression 1: the fastest; labels compress well anyway)."""
-    # run-length strategy: label maps are long runs; half the size of the default at the same speed
-    params = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE]
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(seg, dtype=np.uint8), params)
+    """Lossless single-channel PNG, fast to write (see ``_PNG_PARAMS``); decode with :func:`decode_seg`."""
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(seg, dtype=np.uint8), _PNG_PARAMS)
     if not ok:
         raise ValueError("could not encode label map")
     return buf.tobytes()

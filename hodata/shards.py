@@ -13,13 +13,10 @@ frame order through a bounded window, so output is deterministic and memory stay
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
-import multiprocessing as mp
 import os
 import sys
+import tarfile
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -32,6 +29,7 @@ from hodata.errors import BadFrame, DataError
 from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, utc_now
 from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
 from hodata.sources import FrameRef, Source
+from hodata.workers import ordered_map
 
 TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
 DEFAULT_MAX_SAMPLES = 1000
@@ -121,17 +119,41 @@ def resize_sample(s: Sample, max_side: int) -> Sample:
 
 @dataclass
 class Encoded:
-    """A sample ready for the tar writer (made in a worker), or a skip record."""
+    """A sample ready for the shard writer (made in a worker), or a skip record.
+
+    ``data`` is the sample's complete tar blocks (a header and padded data per member), built in the worker:
+    the main process only appends them to the shard file and hashes them.
+    """
 
     split: str
     index: int
     key: str | None = None
-    members: dict[str, bytes] | None = None
-    nbytes: int = 0
+    data: bytes | None = None
     class_pixels: dict[str, int] | None = None
     size: tuple[int, int] | None = None
     quality: dict[str, float] | None = None  # e.g. provided-vs-rendered mask IoU, summarised in the manifest
     skipped: dict[str, Any] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512."""
+        return len(self.data) if self.data is not None else 0
+
+
+def tar_blocks(key: str, members: dict[str, bytes]) -> bytes:
+    """The tar blocks of one sample's members ``<key>.<ext>``, exactly as ``tarfile`` writes them (USTAR,
+    fixed mtime, mode and owner: the same sample gives the same bytes in every run)."""
+    parts = []
+    for ext, data in members.items():
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+        info.uname = info.gname = "hodata"
+        parts.append(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        parts.append(data)
+        pad = -len(data) % tarfile.BLOCKSIZE
+        if pad:
+            parts.append(bytes(pad))
+    return b"".join(parts)
 
 
 def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None) -> Encoded:
@@ -156,12 +178,10 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
             raise ValueError(f"unsupported image type {s.image_ext!r}")
     except ValueError as e:
         raise SchemaViolation(f"{source.name} frame {ref.split}/{ref.sequence}/{ref.frame}: {e}") from None
-    members = {"__key__": s.key, **s.members()}
-    # bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512
-    nbytes = sum(512 + -(-len(v) // 512) * 512 for k, v in members.items() if k != "__key__")
     counts = class_pixel_counts(s.seg, hist)
     quality = {k: float(v) for k, v in (s.extra.get("mask_agreement") or {}).items() if v is not None}
-    return Encoded(ref.split, index, s.key, members, nbytes, counts, (s.width, s.height), quality or None)
+    return Encoded(ref.split, index, s.key, tar_blocks(s.key, s.members()), counts, (s.width, s.height),
+                   quality or None)
 
 
 def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
@@ -172,82 +192,45 @@ def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
     return rec
 
 
-# --------------------------------------------------------------------------------------- ordered workers
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(source: Source, max_side: int | None) -> None:
-    _WORKER["source"], _WORKER["max_side"] = source, max_side
-
-
-def _work(item: tuple[str, int, FrameRef]) -> Encoded:
-    return encode_frame(_WORKER["source"], item[1], item[2], _WORKER["max_side"])
+def _encode_item(ctx: tuple[Source, int | None], item: tuple[str, int, FrameRef]) -> Encoded:
+    source, max_side = ctx
+    return encode_frame(source, item[1], item[2], max_side)
 
 
 def encode_ordered(source: Source, items: Iterable[tuple[str, int, FrameRef]], workers: int,
                    max_side: int | None) -> Iterator[Encoded]:
-    """Encode (split, index, ref) items in order; with workers, a bounded window of tasks keeps memory flat."""
-    if workers <= 0:
-        for _split, i, ref in items:
-            yield encode_frame(source, i, ref, max_side)
-        return
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(workers, _init_worker, (source, max_side)) as pool:
-        window: deque = deque()
-        for item in items:
-            window.append(pool.apply_async(_work, (item,)))
-            if len(window) >= 4 * workers:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+    """Encode (split, index, ref) items in order; with workers, in batches through a bounded window."""
+    return ordered_map(_encode_item, (source, max_side), items, workers)
 
 
 # ------------------------------------------------------------------------------------------ shard writer
 
 
-class _HashingFile(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through it."""
-
-    def __init__(self, f):
-        self.f, self.sha, self.count = f, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        self.count += len(b)
-        return self.f.write(b)
-
-
 class ShardWriter:
-    """Writes one shard to ``<name>.tmp``; ``finish`` fsyncs and renames it into place.
+    """Writes one shard to ``<name>.tmp``; ``finish`` ends the tar, fsyncs and renames it into place.
 
-    Members are ``<key>.<ext>`` in a plain USTAR tar, exactly what ``webdataset.WebDataset`` reads. Written with
-    the standard library's tarfile rather than webdataset's TarWriter: importing webdataset pulls in torch
-    (~0.5 GB and seconds per process), which a builder and its worker processes never need.
+    A plain USTAR tar, exactly what ``webdataset.WebDataset`` reads: the samples' tar blocks as the workers
+    built them (:func:`tar_blocks`), then tar's end (two zero blocks, padded to a 10 KiB record) as
+    ``tarfile`` writes it. Not webdataset's TarWriter: importing webdataset pulls in torch (~0.5 GB and
+    seconds per process), which a builder and its workers never need.
     """
 
     def __init__(self, out: Path, name: str):
         self.path, self.tmp = out / name, out / (name + ".tmp")
         self._file = open(self.tmp, "wb")
-        self._hash = _HashingFile(self._file)
-        self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.USTAR_FORMAT)
+        self._sha, self.count = hashlib.sha256(), 0
         self.samples, self.payload = 0, 0
         self.class_pixels: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
         self.quality: dict[str, list[float]] = {}
 
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._sha.update(data)
+        self.count += len(data)
+
     def write(self, enc: Encoded) -> None:
-        key = enc.members["__key__"]
-        for ext, data in enc.members.items():
-            if ext == "__key__":
-                continue
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
-            info.uname = info.gname = "hodata"
-            self._tar.addfile(info, io.BytesIO(data))
+        self._write(enc.data)
         self.samples += 1
         self.payload += enc.nbytes
         for k, v in (enc.class_pixels or {}).items():
@@ -258,22 +241,19 @@ class ShardWriter:
             self.quality.setdefault(k, []).append(round(v, 5))
 
     def finish(self) -> dict[str, Any]:
-        self._tar.close()
+        end = 2 * tarfile.BLOCKSIZE
+        self._write(bytes(end + -(self.count + end) % tarfile.RECORDSIZE))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.tmp, self.path)
-        info = {"name": self.path.name, "sha256": self._hash.sha.hexdigest(), "bytes": self._hash.count,
+        info = {"name": self.path.name, "sha256": self._sha.hexdigest(), "bytes": self.count,
                 "samples": self.samples, "class_pixels": self.class_pixels, "image_sizes": self.sizes}
         if self.quality:
             info["quality"] = self.quality
         return info
 
     def abort(self) -> None:
-        try:
-            self._tar.close()
-        except Exception:  # noqa: BLE001 - best effort: the temp file is removed anyway
-            pass
         self._file.close()
         self.tmp.unlink(missing_ok=True)
 
