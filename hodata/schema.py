@@ -159,9 +159,20 @@ def make_meta(s: Sample) -> dict[str, Any]:
     return meta
 
 
-def label_histogram(seg: np.ndarray) -> np.ndarray:
-    """Pixel count of each 8-bit value (256,) int64; cv2's histogram is ~5x faster than np.unique/bincount."""
+def label_histogram(seg: np.ndarray, expect: tuple[int, ...] = ()) -> np.ndarray:
+    """Pixel count of each 8-bit value (256,) int64.
+
+    ``expect``: the values a valid map holds (e.g. 0/1/2/255). They are counted with vectorized compares, ~10x
+    faster than any histogram on a label map (a histogram of long runs stalls on one bin); only when other
+    values are present too is the full histogram made (cv2's: ~5x faster than np.unique/bincount).
+    """
     seg = np.ascontiguousarray(seg, dtype=np.uint8)
+    if expect:
+        counts = np.zeros(256, np.int64)
+        for v in set(expect):
+            counts[v] = np.count_nonzero(seg == v)
+        if counts.sum() == seg.size:
+            return counts
     if seg.size >= 1 << 24:  # calcHist counts in float32: exact only below 2^24 per bin
         return np.bincount(seg.ravel(), minlength=256).astype(np.int64)
     return cv2.calcHist([seg], [0], None, [256], [0, 256]).ravel().astype(np.int64)
@@ -173,7 +184,7 @@ def check_seg(seg: np.ndarray, width: int, height: int, hist: np.ndarray | None 
         raise ValueError(f"label map must be 2-D uint8, got {seg.dtype} {seg.shape}")
     if seg.shape != (height, width):
         raise ValueError(f"label map is {seg.shape[1]}x{seg.shape[0]}, image is {width}x{height}")
-    hist = label_histogram(seg) if hist is None else hist
+    hist = label_histogram(seg, VALID_LABELS) if hist is None else hist
     present = np.flatnonzero(hist)
     bad = present[~np.isin(present, VALID_LABELS)]
     if bad.size:
@@ -221,10 +232,18 @@ def image_size(data: bytes) -> tuple[int, int]:
         return im.size
 
 
-def checked_image_size(data: bytes, path) -> tuple[int, int]:
-    """(width, height) of an image that decodes to the end (a cheap 1/8-scale decode catches truncation).
+_JPEG_END = b"\xff\xd9"  # EOI marker; inside a JPEG's entropy-coded data 0xFF is never followed by 0xD9
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # the IEND chunk (length 0, type, CRC)
 
-    Raises BadFrame naming ``path`` when it does not decode.
+
+def checked_image_size(data: bytes, path) -> tuple[int, int]:
+    """(width, height) of an image that is complete: its header parses and its data ends the way the format
+    ends (a JPEG with its end-of-image marker, a PNG with its IEND chunk), which a truncated or half-written
+    file does not. An image that ends otherwise (trailing bytes after a JPEG's marker, another format) is
+    decoded to the end instead, at 1/8 scale where the format allows: that decode costs a third of a full
+    one (~0.7 ms at 640x480), more than everything else the builder does to a frame besides its masks.
+
+    Raises BadFrame naming ``path`` when it does not parse, is cut short or does not decode.
     """
     from PIL import Image
 
@@ -233,6 +252,9 @@ def checked_image_size(data: bytes, path) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as im:
             size = im.size
+            ends = {"JPEG": _JPEG_END, "PNG": _PNG_END}.get(im.format)
+            if ends is not None and data.endswith(ends):
+                return size
             im.draft("L", (max(1, size[0] // 8), max(1, size[1] // 8)))
             im.load()
     except Exception as e:  # noqa: BLE001 - PIL raises several types for a broken file
@@ -251,13 +273,16 @@ def check_inst(inst: np.ndarray, instances: list[dict[str, Any]], seg: np.ndarra
         raise ValueError(f"instance ids repeat: {ids}")
     for ins in instances:
         instance(ins.get("id", -1), ins.get("class"), ins.get("side"))  # validates id, class and side
-    present = np.flatnonzero(label_histogram(inst))
+    present = np.flatnonzero(label_histogram(inst, (NO_INSTANCE, UNKNOWN_INSTANCE, *ids)))
     unlisted = [int(v) for v in present if v not in (NO_INSTANCE, UNKNOWN_INSTANCE) and v not in ids]
     if unlisted:
         raise ValueError(f"instance map has ids {unlisted[:8]} that instances does not list")
-    lut = instance_class_lut(instances)
-    listed = (inst != NO_INSTANCE) & (inst != UNKNOWN_INSTANCE)
-    if np.any(lut[inst[listed]] != seg[listed]):
+    # each listed instance's pixels must carry its class in seg; pixels of no / unknown instance are free
+    free = 3  # not a label value: marks the free pixels
+    expected = instance_class_lut(instances)
+    expected[[NO_INSTANCE, UNKNOWN_INSTANCE]] = free
+    mapped = cv2.LUT(np.ascontiguousarray(inst), expected)  # a table lookup ~8x faster than numpy's take
+    if np.any((mapped != seg) & (mapped != free)):
         raise ValueError("instance map and label map disagree (a hand instance pixel must be 1, an object's 2)")
 
 
@@ -287,7 +312,7 @@ def side_label_map(seg: np.ndarray, inst: np.ndarray | None, instances: list[dic
 
 
 def class_pixel_counts(seg: np.ndarray, hist: np.ndarray | None = None) -> dict[str, int]:
-    counts = label_histogram(seg) if hist is None else hist
+    counts = label_histogram(seg, VALID_LABELS) if hist is None else hist
     return {CLASS_NAMES[v]: int(counts[v]) for v in VALID_LABELS} | {"other": int(counts.sum() - sum(counts[v] for v in VALID_LABELS))}
 
 

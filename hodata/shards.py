@@ -27,7 +27,8 @@ import numpy as np
 from hodata import __version__
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, utc_now
-from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
+from hodata.schema import (SCHEMA, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts, key_part,
+                           label_histogram)
 from hodata.sources import FrameRef, Source
 from hodata.workers import ordered_map
 
@@ -169,7 +170,7 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     except Exception as e:
         e.add_note(f"while loading {source.name} frame {ref.split}/{ref.sequence}/{ref.frame}")
         raise
-    hist = label_histogram(s.seg)
+    hist = label_histogram(s.seg, VALID_LABELS)
     try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
         check_seg(s.seg, s.width, s.height, hist)
         if s.inst is not None:
