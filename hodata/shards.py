@@ -1,4 +1,4 @@
-"""Write ``hodata/1`` samples from any source into WebDataset tar shards, resumably.
+"""Write ``hodata/2`` samples from any source into WebDataset tar shards, resumably.
 
 Shards are ``<out>/<source>-<split>-NNNNNN.tar``, cut at ``max_samples`` samples or ``max_bytes`` bytes.
 Each is written as ``<name>.tmp`` and renamed when complete; its sha256 and the range of frames it covers
@@ -6,10 +6,13 @@ go into the manifest right away. A rerun of the same command keeps the complete 
 matches, skips their frames without reading them, and rebuilds the rest. Tar members carry a fixed mtime,
 so a resumed build is byte-identical to an uninterrupted one.
 
-Frames are decoded and their masks derived in worker processes (``workers``); results come back in
-frame order through a bounded window, so output is deterministic and memory stays flat.
-"""
+A part of a build (``--part i/N``, :mod:`hodata.parts`) does the same for its share of the frames, under its
+own shard names and manifest; :mod:`hodata.merge` joins the parts. Every run holds the folder's writer lock
+(:mod:`hodata.lock`) from start to end.
 
+Frames are decoded and their masks derived in worker processes (``workers``, :mod:`hodata.workers`);
+results come back in frame order through a bounded window, so output is deterministic and memory stays flat.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -26,7 +29,11 @@ import numpy as np
 
 from hodata import __version__
 from hodata.errors import BadFrame, DataError
-from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, utc_now
+from hodata.interrupt import terminate_as_interrupt
+from hodata.lock import writer_lock
+from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, shard_path, utc_now
+from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
+from hodata.parts import first_shard_index, part_manifest_name, part_tag, select
 from hodata.schema import (SCHEMA, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts, key_part,
                            label_histogram)
 from hodata.sources import FrameRef, Source
@@ -54,6 +61,8 @@ class BuildConfig:
     progress: bool = True
     limit: int | None = None  # build only the first N frames per split (smoke tests, previews)
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION
+    part: tuple[int, int] | None = None  # (i, N): build part i of N (hodata.parts), joined by hodata merge
+    wait: bool = False  # wait for another writer of the folder instead of refusing
 
     def skips_allowed(self, frames: int) -> int:
         return max(MIN_SKIPS_ALLOWED, int(self.max_skip_fraction * frames))
@@ -271,34 +280,55 @@ def _group_by_split(refs: list[FrameRef]) -> dict[str, list[FrameRef]]:
 
 def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
           on_shard: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Build (or resume) ``source`` into ``cfg.out``; return the manifest record of this source.
+    """Build (or resume) ``source`` into ``cfg.out``; return the manifest record of this source (of this
+    part with ``cfg.part``).
 
-    ``stop_after`` (tests) raises BuildInterrupted once that many samples were written in this run,
-    leaving the half-written shard's temp file behind as a killed process would.
+    The folder is locked for this writer (:mod:`hodata.lock`) for the whole run; SIGTERM ends it like Ctrl-C
+    (:mod:`hodata.interrupt`). ``stop_after`` (tests) raises BuildInterrupted once that many samples were
+    written in this run, leaving the half-written shard's temp file behind as a killed process would.
     """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out(cfg.out)
+    tag = part_tag(cfg.part) if cfg.part else None
+    with writer_lock(out, key_part(source.name), part_tag=tag, wait=cfg.wait, command=cfg.command), \
+            terminate_as_interrupt():
+        return _build_locked(source, cfg, out, stop_after, on_shard)
+
+
+def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int | None,
+                  on_shard: Callable[[dict], None] | None) -> dict[str, Any]:
     refs = source.frames()
     if not refs:
         raise DataError(f"no frames found for source {source.name}", source.root)
     by_split = _group_by_split(refs)
     if cfg.limit:
         by_split = {k: v[: cfg.limit] for k, v in by_split.items()}
+    frames_total = {k: len(v) for k, v in by_split.items()}
     options = {"max_samples": cfg.max_samples, "max_bytes": cfg.max_bytes, "max_side": cfg.max_side,
                "limit": cfg.limit, **source.build_options()}
+    # the same for every part of one build: merge compares it
     fingerprint = options_fingerprint({"schema": SCHEMA, "version": __version__, "source": source.name,
                                        "root": str(Path(source.root).resolve()), "options": options,
-                                       "frames": {k: len(v) for k, v in by_split.items()}})
-    manifest = Manifest(out)
-    previous = manifest.read().get("builds", {}).get(source.name)
+                                       "frames": frames_total})
+    part_info = None
+    if cfg.part:
+        mine, groups = select([r for v in by_split.values() for r in v], cfg.part, source.partition_group)
+        by_split = _group_by_split(mine)
+        part_info = {"index": cfg.part[0], "count": cfg.part[1], "groups": groups,
+                     "frames": {k: len(v) for k, v in by_split.items()}}
+        manifest = Manifest(out, part_manifest_name(cfg.part))
+    else:
+        manifest = Manifest(out)
+    clear_other_layouts(out, source.name, cfg.part, cfg.overwrite)
+    previous = manifest.builds().get(source.name)
     if previous and previous.get("fingerprint") != fingerprint:
         if not cfg.overwrite:
             raise DataError(f"{out} already holds a {source.name} build made with other options or data; "
-                            "pass --overwrite to replace it, or choose another --out", out / "manifest.json")
-        _remove_shards(out, previous)
+                            "pass --overwrite to replace it, or choose another --out", manifest.path)
+        remove_record(out, manifest, source.name, previous)
         previous = None
-    for stale in out.glob(f"{key_part(source.name)}-*.tar.tmp"):
-        stale.unlink()  # a killed build's half shard: never taken for complete
+    # what a killed run of this writer left: never read as complete (the lock says no such run is alive)
+    remove_stale_temp_shards(out, source.name, cfg.part)
+    manifest.remove_stale_tmp()
 
     record = {
         "status": "in_progress",
@@ -316,10 +346,15 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
         "skipped": [],
         "splits": {},
     }
+    if part_info:
+        record["part"] = part_info
+        record["frames_total"] = frames_total
     kept_shards, kept_skips = _verified_prefix(out, previous)
     t0 = time.time()
-    progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress, source.name)
+    progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress,
+                         source.name + (f" {cfg.part[0]}/{cfg.part[1]}" if cfg.part else ""))
     splits: dict[str, _SplitWriter] = {}
+    first_index = first_shard_index(cfg.part)
     for split, split_refs in by_split.items():
         shards = kept_shards.get(split, [])
         start = shards[-1]["frames"][1] if shards else 0
@@ -327,8 +362,8 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
         record["skipped"].extend(s for s in kept_skips.get(split, []) if s["index"] < start)
         if shards:
             progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
-        splits[split] = _SplitWriter(out, source.name, split, len(shards), start, cfg, record, manifest,
-                                     progress, on_shard)
+        splits[split] = _SplitWriter(out, source.name, split, first_index + len(shards), start, cfg, record,
+                                     manifest, progress, on_shard)
     progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
 
     def todo():  # every frame not covered by a kept shard, split after split, in order
@@ -361,13 +396,13 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
                 raise BuildInterrupted(f"stopped after {written} samples (test hook)")
         if current is not None:
             current.finish(len(by_split[current.split]))
-        if not record["shards"]:
+        if not record["shards"] and total_frames:  # (a part may hold no frame at all: nothing to fail)
             _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     except BuildInterrupted:  # the test hook imitates a kill: the half shard stays behind as .tmp
         raise
-    except BaseException:  # an error: close the half shard and remove it (a rerun rebuilds it)
+    except BaseException:  # an error or an interrupt: remove the half shard (a rerun rebuilds it)
         for w in splits.values():
             w.abort()
         raise
@@ -446,7 +481,8 @@ class _SplitWriter:
 
 
 def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:
-    """Per split, the leading run of recorded shards whose files exist with the recorded sha256."""
+    """Per split, the leading run of recorded shards whose files exist with the recorded sha256 (names were
+    checked to be plain file names of ``out`` when the manifest was read)."""
     kept: dict[str, list] = {}
     skips: dict[str, list] = {}
     if not previous:
@@ -454,8 +490,8 @@ def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list],
     broken: set[str] = set()
     for sh in previous.get("shards", []):
         split = sh["split"]
-        path = out / sh["name"]
-        if split in broken or not path.exists() or sha256_file(path) != sh["sha256"]:
+        path = shard_path(out, sh["name"])
+        if split in broken or not path.is_file() or sha256_file(path) != sh["sha256"]:
             broken.add(split)
             path.unlink(missing_ok=True)  # will be rebuilt from its first frame
             continue
@@ -463,11 +499,6 @@ def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list],
     for s in previous.get("skipped", []):
         skips.setdefault(s["split"], []).append(s)
     return kept, skips
-
-
-def _remove_shards(out: Path, previous: dict) -> None:
-    for sh in previous.get("shards", []):
-        (out / sh["name"]).unlink(missing_ok=True)
 
 
 def _split_summary(record: dict, split: str, frames: int) -> dict[str, int]:
