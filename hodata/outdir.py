@@ -25,9 +25,13 @@ def prepare_out(out: Path) -> Path:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(f"cannot create the output folder ({e.strerror or e})", out) from None
-    if not os.access(out, os.W_OK | os.X_OK):
+    if not writable(out):
         raise DataError("the output folder is not writable", out)
     return out
+
+
+def writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
 
 
 def remove_stale_temp_shards(out: Path, source: str, part: tuple[int, int] | None) -> list[Path]:
@@ -79,8 +83,8 @@ def clear_other_layouts(out: Path, source: str, part: tuple[int, int] | None, ov
     if not overwrite:
         hint = (f"join the parts with `hodata merge {out}`, " if part is None and all(m is not whole for m, _, _ in found)
                 else "")
-        raise DataError(f"{out} already holds {source} as {what}; {mine} would mix layouts: {hint}pass --overwrite "
-                        "to replace it, or choose another --out", out / MANIFEST_NAME)
+        raise DataError(f"already holds {source} as {what}; {mine} would mix layouts: {hint}pass --overwrite "
+                        "to replace it, or choose another --out", out)
     for m, rec, w in found:
         tag = part_tag((rec["part"]["index"], rec["part"]["count"])) if isinstance(rec.get("part"), dict) else None
         if tag and _held_by_others(part_lock_path(out, source, tag)):

@@ -16,9 +16,9 @@ What makes ``--workers N`` scale with the cores:
 - **Bounded window.** At most ``2 * workers`` batches are in flight, so memory stays flat however many
   frames there are, and results are yielded in submission order, so the output is deterministic.
 - **Signals.** Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent handles it and
-  terminates them) and die quietly on SIGTERM: an interrupted build prints no worker tracebacks. On Linux a
-  worker also ends when the builder is killed outright (``kill -9``) instead of waiting for tasks forever, and
-  it closes the builder's folder-lock descriptors at start, so a lock ends with its holder.
+  terminates them) and die quietly on SIGTERM: an interrupted build prints no worker tracebacks. A worker
+  closes the builder's folder-lock descriptors at start, so a lock ends with its holder; when the builder is
+  killed outright (``kill -9``) its workers see their task queue close and end after the batch in hand.
 """
 
 from __future__ import annotations
@@ -74,23 +74,9 @@ def single_threaded_libraries() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _die_with_parent(parent: int) -> None:
-    """Linux: end this worker when the builder dies, even by SIGKILL (a pool worker would otherwise wait on
-    its task queue forever)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the pool's own shutdown still ends the workers
-        return
-    if os.getppid() != parent:  # the builder died before prctl took effect
-        os._exit(1)
-
-
-def _init_worker(fn: Callable, context: Any, parent: int) -> None:
+def _init_worker(fn: Callable, context: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _die_with_parent(parent)
     for fd in list(_CLOSE_IN_WORKERS):
         try:
             os.close(fd)
@@ -135,7 +121,7 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
     gc.freeze()
     try:
         make_pool = mp.get_context(method).Pool
-        with single_threaded_libraries(), make_pool(workers, _init_worker, (fn, context, os.getpid())) as pool:
+        with single_threaded_libraries(), make_pool(workers, _init_worker, (fn, context)) as pool:
             window: deque = deque()
             for b in batches:
                 window.append(pool.apply_async(_run_batch, (b,)))
