@@ -33,7 +33,7 @@ from hodata.interrupt import terminate_as_interrupt
 from hodata.lock import writer_lock
 from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, shard_path, utc_now
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
-from hodata.parts import first_shard_index, part_manifest_name, part_tag, select
+from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
 from hodata.schema import (SCHEMA, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts, key_part,
                            label_histogram)
 from hodata.sources import FrameRef, Source
@@ -182,8 +182,8 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     hist = label_histogram(s.seg, VALID_LABELS)
     try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
         check_seg(s.seg, s.width, s.height, hist)
-        if s.inst is not None:
-            check_inst(s.inst, s.instances, s.seg)
+        if s.inst is not None:  # a map equal to seg (HO3D) has seg's histogram
+            check_inst(s.inst, s.instances, s.seg, hist if np.array_equal(s.inst, s.seg) else None)
         if s.image_ext not in ("jpg", "png"):
             raise ValueError(f"unsupported image type {s.image_ext!r}")
     except ValueError as e:
@@ -287,6 +287,8 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
     (:mod:`hodata.interrupt`). ``stop_after`` (tests) raises BuildInterrupted once that many samples were
     written in this run, leaving the half-written shard's temp file behind as a killed process would.
     """
+    if cfg.part:
+        cfg.part = parse_part(f"{cfg.part[0]}/{cfg.part[1]}")  # the same checks as --part
     out = prepare_out(cfg.out)
     tag = part_tag(cfg.part) if cfg.part else None
     with writer_lock(out, key_part(source.name), part_tag=tag, wait=cfg.wait, command=cfg.command), \

@@ -212,6 +212,11 @@ def test_label_checks_fast_paths_agree_with_full_histograms():
     inst[0, 0], seg[0, 0] = 9, 0
     with pytest.raises(ValueError, match=r"ids \[9\]"):
         check_inst(inst, instances, seg)
+    inst[0, 0] = 0
+    seg = np.where(inst == 1, 1, np.where(inst == 2, 2, 0)).astype(np.uint8)
+    check_inst(seg.copy(), instances, seg)  # a map equal to seg whose ids are their labels (HO3D)
+    with pytest.raises(ValueError, match="disagree"):  # equal maps, but id 2 is a hand: seg says object
+        check_inst(seg.copy(), [instance(1, "object"), instance(2, "hand", "left")], seg)
 
 
 def test_image_completeness_check_refuses_every_truncation():
