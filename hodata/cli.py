@@ -106,7 +106,8 @@ def main() -> None:
 @click.option("--max-bytes", default="512MB", show_default=True, help="Bytes per shard at most (e.g. 256MB, 1GB).")
 @click.option("--max-side", type=int, default=None, help="Resize so the longer side is at most this (masks: nearest).")
 @click.option("--workers", default=0, show_default=True, help="Worker processes for decoding and mask derivation.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing build of this source made with other options.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing build of this source made with other options "
+              "(or laid out otherwise: whole, or in parts of another count).")
 @click.option("--limit", type=int, default=None, help="Build only the first N frames of each split (a preview).")
 @click.option("--max-skip-fraction", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MAX_SKIP_FRACTION,
               show_default=True, help=f"Stop the build when more than this share of its frames is skipped "

@@ -43,6 +43,8 @@ def find_parts(out: Path) -> dict[str, dict[tuple[int, int], tuple[Manifest, dic
 def merge(out: Path, sources: list[str] | None = None, wait: bool = False,
           command: list[str] | None = None) -> dict[str, dict]:
     """Join the parts of every source (or of ``sources``) in ``out``; return the merged records by source."""
+    if not Path(out).is_dir():
+        raise MergeRefused("no such folder (nothing to merge)", out)
     out = prepare_out(out)
     found = find_parts(out)
     if sources:

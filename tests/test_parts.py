@@ -227,3 +227,15 @@ def test_slurm_and_ray_examples_name_every_part(tmp_path):
     lines = r.stdout.splitlines()
     assert [ln.split("--part ")[1].split()[0] for ln in lines[:3]] == ["1/3", "2/3", "3/3"]
     assert lines[3].endswith("merge o") and "ray" not in sys.modules
+
+
+def test_part_shard_names_parse_as_hotrain_reads_them(tmp_path):
+    """hotrain finds source and split in a shard's file name: part names keep that pattern."""
+    from hotrain.data import parse_shard_name
+
+    out = tmp_path / "out"
+    for split in ("train", "test_indomain"):
+        rec = build(ToySource(tmp_path, frames=12, splits=(split,)), cfg(out / split, part=(2, 3)))
+        assert rec["shards"] and all(parse_shard_name(sh["name"]) == ("toy", split) for sh in rec["shards"])
+    with pytest.raises(MergeRefused, match="no such folder"):
+        merge(tmp_path / "nowhere")
