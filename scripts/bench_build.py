@@ -32,6 +32,7 @@ own subprocess: the builder streams, so the peaks should be the same.
   .venv/bin/python scripts/bench_build.py --quick            # 300 frames per dataset, 3 rounds: ~3-5 min
   .venv/bin/python scripts/bench_build.py                    # 1200 HO3D + 1000 EgoHOS frames, memory too
   .venv/bin/python scripts/bench_build.py --datasets ho3d --workers 0 --profile   # where the time goes
+  .venv/bin/python scripts/bench_build.py --quick --no-speed --contention          # the machine's 2-process ceiling
 """
 
 from __future__ import annotations
@@ -369,6 +370,42 @@ def profile(name: str, root: Path, work: Path, max_samples: int, workers: int, t
     print("\n".join(line for line in s.getvalue().splitlines() if line.strip())[-4000:])
 
 
+def contention(name: str, root: Path, frames: int = 120) -> None:
+    """The machine's own ceiling for 2 workers: the same frame-encoding loop in 1 process, then in 2 at once
+    (forked, no pool, no IPC), CPU ms per frame in each. If two concurrent processes each need more CPU per
+    frame than one alone (shared caches, memory bandwidth, SMT siblings under a hypervisor), 2 workers cannot
+    reach 2x one, whatever the builder does."""
+    from hodata.shards import encode_frame
+
+    src = DATASETS[name]["source"](root)
+    refs = src.frames()[:frames]
+    for r in refs[:8]:
+        encode_frame(src, 0, r, None)  # imports and caches before the fork
+
+    def loop(conn) -> None:
+        c = time.thread_time()
+        for r in refs:
+            encode_frame(src, 0, r, None)
+        conn.send(1e3 * (time.thread_time() - c) / len(refs))
+
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    results = {}
+    for n in (1, 2, 1):
+        pipes = [ctx.Pipe() for _ in range(n)]
+        procs = [ctx.Process(target=loop, args=(b,)) for _, b in pipes]
+        for p in procs:
+            p.start()
+        ms = [a.recv() for a, _ in pipes]
+        for p in procs:
+            p.join()
+        results.setdefault(n, []).append(sum(ms) / n)
+    one, two = min(results[1]), min(results[2])
+    print(f"\n{name}: CPU per frame of one encoding loop alone {one:.2f} ms, of each of two at once {two:.2f} ms: "
+          f"2 processes can reach at most {2 * one / two:.2f}x one here (load {load_avg()})")
+
+
 # ---------------------------------------------------------------------------------------------- memory
 
 _MEASURE = """
@@ -468,6 +505,8 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="300 frames per dataset, no memory runs")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of each --workers value's "
                     "main process")
+    ap.add_argument("--contention", action="store_true", help="also measure this machine's ceiling for 2 "
+                    "processes: one frame-encoding loop alone vs two at once, CPU per frame")
     ap.add_argument("--mem-frames", type=int, default=250, help="frames of the 1x peak-RSS build (4x: four times)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 1x / 4x peak-RSS runs")
     ap.add_argument("--no-speed", action="store_true", help="skip the timed runs")
@@ -490,6 +529,8 @@ def main() -> None:
             if args.profile:
                 for w in workers:
                     profile(name, root, work, args.max_samples, w)
+            if args.contention:
+                contention(name, root)
             if name == "egohos" and not (args.no_memory or args.quick):
                 memory(root, work, frames, args.mem_frames, args.max_samples)
         print(f"\nload at the end {load_avg()}; data in {args.data_dir}")
