@@ -1,4 +1,5 @@
-"""``hodata`` command line: build shards from a dataset, inspect shards, write demo data."""
+"""``hodata`` command line: build shards from a dataset (whole or in parts), merge parts, inspect shards,
+write demo data."""
 
 from __future__ import annotations
 
@@ -105,32 +106,73 @@ def main() -> None:
 @click.option("--max-bytes", default="512MB", show_default=True, help="Bytes per shard at most (e.g. 256MB, 1GB).")
 @click.option("--max-side", type=int, default=None, help="Resize so the longer side is at most this (masks: nearest).")
 @click.option("--workers", default=0, show_default=True, help="Worker processes for decoding and mask derivation.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing build of this source made with other options.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing build of this source made with other options "
+              "(or laid out otherwise: whole, or in parts of another count).")
 @click.option("--limit", type=int, default=None, help="Build only the first N frames of each split (a preview).")
 @click.option("--max-skip-fraction", type=click.FloatRange(0.0, 1.0), default=DEFAULT_MAX_SKIP_FRACTION,
               show_default=True, help=f"Stop the build when more than this share of its frames is skipped "
               f"(at least {MIN_SKIPS_ALLOWED} skips are always allowed).")
+@click.option("--part", "part", default=None, metavar="I/N",
+              help="Build part I of N (whole sequences per part; parts count from 1), into OUT beside the other "
+              "parts; join them with `hodata merge OUT`.")
+@click.option("--wait", is_flag=True, help="When another run is writing this source into OUT, wait for it instead "
+              "of stopping.")
 @click.option("--quiet", is_flag=True, help="No progress output.")
-def build(source, root, out, max_samples, max_bytes, max_side, workers, overwrite, limit, max_skip_fraction, quiet,
-          **source_opts):
+def build(source, root, out, max_samples, max_bytes, max_side, workers, overwrite, limit, max_skip_fraction, part,
+          wait, quiet, **source_opts):
     """Build WebDataset shards of SOURCE from ROOT into OUT (rerun the same command to resume)."""
+    from hodata.interrupt import RESUME_HINT, exit_code
+    from hodata.parts import parse_part, part_manifest_name
     from hodata.shards import BuildConfig
     from hodata.shards import build as run_build
     from hodata.sources import open_source
 
     try:
+        part = parse_part(part) if part else None
         src = open_source(source, root, source_opts)
         cfg = BuildConfig(out=out, max_samples=max_samples, max_bytes=parse_bytes(max_bytes), max_side=max_side,
                           workers=workers, overwrite=overwrite, limit=limit, progress=not quiet,
-                          max_skip_fraction=max_skip_fraction, command=click.get_current_context().meta["hodata.args"])
+                          max_skip_fraction=max_skip_fraction, part=part, wait=wait,
+                          command=click.get_current_context().meta["hodata.args"])
         rec = run_build(src, cfg)
     except UserError as e:
         raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the finished shards are kept, the half one removed
+        click.echo(RESUME_HINT, err=True)
+        sys.exit(exit_code(e))
     t = rec["totals"]
-    click.echo(f"{source}: {t['samples']} samples in {t['shards']} shard(s), {t['bytes'] / 1e6:.1f} MB, "
-               f"{t['skipped']} skipped -> {out / 'manifest.json'}")
+    manifest = out / (part_manifest_name(part) if part else "manifest.json")
+    label = f"{source} part {part[0]}/{part[1]}" if part else source
+    click.echo(f"{label}: {t['samples']} samples in {t['shards']} shard(s), {t['bytes'] / 1e6:.1f} MB, "
+               f"{t['skipped']} skipped -> {manifest}")
     for split, s in rec["splits"].items():
         click.echo(f"  {split}: {s['samples']} samples, {s['shards']} shard(s), {s['skipped']} skipped")
+
+
+@main.command()
+@click.argument("out", type=click.Path(path_type=Path))
+@click.option("--source", "sources", multiple=True, help="Merge only this source (repeatable; default: every "
+              "source with parts in OUT).")
+@click.option("--wait", is_flag=True, help="When a part is still being written into OUT, wait for it instead of "
+              "stopping.")
+def merge(out, sources, wait):
+    """Join the parts built with --part i/N in OUT into OUT/manifest.json (every shard's sha256 verified)."""
+    from hodata.interrupt import RESUME_HINT, exit_code
+    from hodata.merge import merge as run_merge
+
+    try:
+        command = ["hodata", "merge", str(out), *(f"--source={s}" for s in sources), *(["--wait"] if wait else [])]
+        merged = run_merge(out, list(sources) or None, wait=wait, command=command)
+    except UserError as e:
+        raise click.ClickException(str(e)) from None
+    except KeyboardInterrupt as e:
+        click.echo(RESUME_HINT, err=True)
+        sys.exit(exit_code(e))
+    for source, rec in merged.items():
+        t = rec["totals"]
+        click.echo(f"{source}: {len(rec['parts'])} parts merged, {t['samples']} samples in {t['shards']} shard(s), "
+                   f"{t['bytes'] / 1e6:.1f} MB, {t['skipped']} skipped; every shard's sha256 verified "
+                   f"-> {out / 'manifest.json'}")
 
 
 @main.command()

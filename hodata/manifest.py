@@ -2,7 +2,12 @@
 
 One file per output folder, one record per source (``builds[<source>]``), so several sources can be built
 into the same folder and trained on together. Updated atomically (temp file + rename) under a file lock
-after every finished shard, so it doubles as the resume journal.
+after every finished shard, so it doubles as the resume journal. A part of a build (``--part i/N``) keeps
+its record in ``manifest.part-i-of-N.json`` in the same format until ``hodata merge`` joins the parts.
+
+Everything read back from a manifest is checked before it is used: a manifest of a newer format is refused,
+and a record whose shard names are not plain file names of this folder (``../x``, ``/abs``, ``a/b``) is
+refused as a whole, so nothing outside the folder is ever opened or deleted because a file said so.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
 
+from hodata.errors import DataError
+
 MANIFEST_NAME = "manifest.json"
 MANIFEST_SCHEMA = "hodata-manifest/1"
+_SCHEMA_VERSION = re.compile(r"^hodata-manifest/(\d+)$")
+SHARD_FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_\-]*\.tar$")  # what shard_name makes: no dot, no slash
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 
 def utc_now() -> str:
@@ -54,19 +65,35 @@ def file_digest(path: Path, chunk: int = 1 << 22) -> dict[str, Any]:
 
 
 class Manifest:
-    def __init__(self, out: str | Path):
+    """One manifest file of an output folder: ``manifest.json``, or a part's ``manifest.part-i-of-N.json``."""
+
+    def __init__(self, out: str | Path, name: str = MANIFEST_NAME):
         self.out = Path(out)
-        self.path = self.out / MANIFEST_NAME
+        self.path = self.out / name
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
 
     def read(self) -> dict[str, Any]:
-        if not self.path.exists():
-            return {}
+        """The manifest's content, checked: {} when there is none; DataError (one line) when it is damaged,
+        not a hodata manifest, or written by a newer hodata."""
         try:
-            return json.loads(self.path.read_text())
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise DataError(f"manifest does not read ({e}); move it away to rebuild", self.path) from None
+        try:
+            data = json.loads(text)
         except ValueError as e:
-            from hodata.errors import DataError
+            raise DataError(f"manifest is not valid JSON ({e}); move it away to rebuild", self.path) from None
+        check_manifest(data, self.path)
+        return data
 
-            raise DataError(f"manifest is not valid JSON ({e}); move it away to rebuild", self.path) from e
+    def builds(self) -> dict[str, dict[str, Any]]:
+        """``builds`` of the manifest, each record checked (:func:`check_record`)."""
+        builds = self.read().get("builds", {})
+        for source, rec in builds.items():
+            check_record(rec, source, self.path)
+        return builds
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -78,15 +105,85 @@ class Manifest:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def update(self, source: str, record: dict[str, Any]) -> None:
-        """Replace the record of one source, keeping the others (atomic write under a lock)."""
+    def update(self, source: str, record: dict[str, Any] | None) -> None:
+        """Replace the record of one source (None: remove it), keeping the others (atomic write under a lock).
+        A manifest left without records is removed."""
         with self._locked():
             data = self.read() or {"schema": MANIFEST_SCHEMA, "builds": {}}
-            data.setdefault("builds", {})[source] = record
+            builds = data.setdefault("builds", {})
+            if record is None:
+                builds.pop(source, None)
+                if not builds:
+                    self.path.unlink(missing_ok=True)
+                    return
+            else:
+                builds[source] = record
             data["updated"] = utc_now()
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
-            os.replace(tmp, self.path)
+            self.tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+            os.replace(self.tmp, self.path)
+
+    def remove_stale_tmp(self) -> None:
+        """Remove the temp file a killed writer left (written and renamed only under the lock, so one seen
+        while holding the lock is stale)."""
+        with self._locked():
+            self.tmp.unlink(missing_ok=True)
+
+
+def check_manifest(data: Any, path: Path) -> None:
+    """A manifest this hodata reads: a JSON object of format ``hodata-manifest/1`` with a ``builds`` object."""
+    if not isinstance(data, dict):
+        raise DataError("not a hodata manifest (the file holds no JSON object); move it away to rebuild", path)
+    schema = data.get("schema", MANIFEST_SCHEMA)
+    m = _SCHEMA_VERSION.match(str(schema))
+    if m is None:
+        raise DataError(f"not a hodata manifest (format {schema!r}); move it away to rebuild", path)
+    if int(m[1]) > int(_SCHEMA_VERSION.match(MANIFEST_SCHEMA)[1]):
+        raise DataError(f"written by a newer hodata (format {schema}; this hodata reads {MANIFEST_SCHEMA}): "
+                        "upgrade hodata, or build into another --out", path)
+    if not isinstance(data.get("builds", {}), dict):
+        raise DataError("manifest's 'builds' is not an object; move it away to rebuild", path)
+
+
+def check_record(rec: Any, source: str, path: Path) -> None:
+    """A build record whose shard list can be acted on: plain shard file names of this folder, sha256 digests,
+    splits and frame ranges of the right types. Anything else refuses the whole manifest, in one line."""
+    def bad(what: str) -> DataError:
+        return DataError(f"build record of {source!r} is damaged: {what}; refusing this manifest "
+                         "(move it away to rebuild)", path)
+
+    if not isinstance(rec, dict):
+        raise bad("not an object")
+    shards = rec.get("shards", [])
+    if not isinstance(shards, list):
+        raise bad("'shards' is not a list")
+    for sh in shards:
+        if not isinstance(sh, dict):
+            raise bad("a shard entry is not an object")
+        name = sh.get("name")
+        if not isinstance(name, str) or not SHARD_FILE_NAME.match(name):
+            raise bad(f"shard name {name!r} is not a shard file name in this folder")
+        if not isinstance(sh.get("sha256"), str) or not _SHA256.match(sh["sha256"]):
+            raise bad(f"shard {name}: sha256 {sh.get('sha256')!r} is not a sha256 digest")
+        if not isinstance(sh.get("split"), str):
+            raise bad(f"shard {name}: split is not a string")
+        frames = sh.get("frames")
+        if not (isinstance(frames, list) and len(frames) == 2 and all(type(v) is int and v >= 0 for v in frames)):
+            raise bad(f"shard {name}: frames {frames!r} is not a [start, end] pair")
+    skipped = rec.get("skipped", [])
+    if not isinstance(skipped, list) or not all(isinstance(x, dict) and isinstance(x.get("split"), str)
+                                                and type(x.get("index")) is int for x in skipped):
+        raise bad("'skipped' is not a list of {split, index, ...} entries")
+
+
+def shard_path(out: Path, name: str) -> Path:
+    """``out / name`` for a shard name read from a manifest, after :func:`check_record` passed it: a plain file
+    name, and (when it exists) a file that resolves inside ``out``."""
+    if not SHARD_FILE_NAME.match(name):
+        raise DataError(f"shard name {name!r} is not a shard file name in this folder", out)
+    path = Path(out) / name
+    if path.is_symlink() and Path(out).resolve() not in path.resolve().parents:
+        raise DataError(f"shard {name} is a link to a file outside the output folder ({path.resolve()})", path)
+    return path
 
 
 def find_manifests(paths: list[Path]) -> list[Path]:

@@ -1,4 +1,4 @@
-"""Write ``hodata/1`` samples from any source into WebDataset tar shards, resumably.
+"""Write ``hodata/2`` samples from any source into WebDataset tar shards, resumably.
 
 Shards are ``<out>/<source>-<split>-NNNNNN.tar``, cut at ``max_samples`` samples or ``max_bytes`` bytes.
 Each is written as ``<name>.tmp`` and renamed when complete; its sha256 and the range of frames it covers
@@ -6,20 +6,20 @@ go into the manifest right away. A rerun of the same command keeps the complete 
 matches, skips their frames without reading them, and rebuilds the rest. Tar members carry a fixed mtime,
 so a resumed build is byte-identical to an uninterrupted one.
 
-Frames are decoded and their masks derived in worker processes (``workers``); results come back in
-frame order through a bounded window, so output is deterministic and memory stays flat.
-"""
+A part of a build (``--part i/N``, :mod:`hodata.parts`) does the same for its share of the frames, under its
+own shard names and manifest; :mod:`hodata.merge` joins the parts. Every run holds the folder's writer lock
+(:mod:`hodata.lock`) from start to end.
 
+Frames are decoded and their masks derived in worker processes (``workers``, :mod:`hodata.workers`);
+results come back in frame order through a bounded window, so output is deterministic and memory stays flat.
+"""
 from __future__ import annotations
 
 import hashlib
-import io
-import tarfile
-import multiprocessing as mp
 import os
 import sys
+import tarfile
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -29,9 +29,15 @@ import numpy as np
 
 from hodata import __version__
 from hodata.errors import BadFrame, DataError
-from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, utc_now
-from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
+from hodata.interrupt import terminate_as_interrupt
+from hodata.lock import writer_lock
+from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, shard_path, utc_now
+from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
+from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
+from hodata.schema import (SCHEMA, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts, key_part,
+                           label_histogram)
 from hodata.sources import FrameRef, Source
+from hodata.workers import ordered_map
 
 TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
 DEFAULT_MAX_SAMPLES = 1000
@@ -55,6 +61,8 @@ class BuildConfig:
     progress: bool = True
     limit: int | None = None  # build only the first N frames per split (smoke tests, previews)
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION
+    part: tuple[int, int] | None = None  # (i, N): build part i of N (hodata.parts), joined by hodata merge
+    wait: bool = False  # wait for another writer of the folder instead of refusing
 
     def skips_allowed(self, frames: int) -> int:
         return max(MIN_SKIPS_ALLOWED, int(self.max_skip_fraction * frames))
@@ -121,17 +129,41 @@ def resize_sample(s: Sample, max_side: int) -> Sample:
 
 @dataclass
 class Encoded:
-    """A sample ready for the tar writer (made in a worker), or a skip record."""
+    """A sample ready for the shard writer (made in a worker), or a skip record.
+
+    ``data`` is the sample's complete tar blocks (a header and padded data per member), built in the worker:
+    the main process only appends them to the shard file and hashes them.
+    """
 
     split: str
     index: int
     key: str | None = None
-    members: dict[str, bytes] | None = None
-    nbytes: int = 0
+    data: bytes | None = None
     class_pixels: dict[str, int] | None = None
     size: tuple[int, int] | None = None
     quality: dict[str, float] | None = None  # e.g. provided-vs-rendered mask IoU, summarised in the manifest
     skipped: dict[str, Any] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512."""
+        return len(self.data) if self.data is not None else 0
+
+
+def tar_blocks(key: str, members: dict[str, bytes]) -> bytes:
+    """The tar blocks of one sample's members ``<key>.<ext>``, exactly as ``tarfile`` writes them (USTAR,
+    fixed mtime, mode and owner: the same sample gives the same bytes in every run)."""
+    parts = []
+    for ext, data in members.items():
+        info = tarfile.TarInfo(f"{key}.{ext}")
+        info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
+        info.uname = info.gname = "hodata"
+        parts.append(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
+        parts.append(data)
+        pad = -len(data) % tarfile.BLOCKSIZE
+        if pad:
+            parts.append(bytes(pad))
+    return b"".join(parts)
 
 
 def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None) -> Encoded:
@@ -147,21 +179,19 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     except Exception as e:
         e.add_note(f"while loading {source.name} frame {ref.split}/{ref.sequence}/{ref.frame}")
         raise
-    hist = label_histogram(s.seg)
+    hist = label_histogram(s.seg, VALID_LABELS)
     try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
         check_seg(s.seg, s.width, s.height, hist)
-        if s.inst is not None:
-            check_inst(s.inst, s.instances, s.seg)
+        if s.inst is not None:  # a map equal to seg (HO3D) has seg's histogram
+            check_inst(s.inst, s.instances, s.seg, hist if np.array_equal(s.inst, s.seg) else None)
         if s.image_ext not in ("jpg", "png"):
             raise ValueError(f"unsupported image type {s.image_ext!r}")
     except ValueError as e:
         raise SchemaViolation(f"{source.name} frame {ref.split}/{ref.sequence}/{ref.frame}: {e}") from None
-    members = {"__key__": s.key, **s.members()}
-    # bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512
-    nbytes = sum(512 + -(-len(v) // 512) * 512 for k, v in members.items() if k != "__key__")
     counts = class_pixel_counts(s.seg, hist)
     quality = {k: float(v) for k, v in (s.extra.get("mask_agreement") or {}).items() if v is not None}
-    return Encoded(ref.split, index, s.key, members, nbytes, counts, (s.width, s.height), quality or None)
+    return Encoded(ref.split, index, s.key, tar_blocks(s.key, s.members()), counts, (s.width, s.height),
+                   quality or None)
 
 
 def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
@@ -172,82 +202,45 @@ def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
     return rec
 
 
-# --------------------------------------------------------------------------------------- ordered workers
-
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(source: Source, max_side: int | None) -> None:
-    _WORKER["source"], _WORKER["max_side"] = source, max_side
-
-
-def _work(item: tuple[str, int, FrameRef]) -> Encoded:
-    return encode_frame(_WORKER["source"], item[1], item[2], _WORKER["max_side"])
+def _encode_item(ctx: tuple[Source, int | None], item: tuple[str, int, FrameRef]) -> Encoded:
+    source, max_side = ctx
+    return encode_frame(source, item[1], item[2], max_side)
 
 
 def encode_ordered(source: Source, items: Iterable[tuple[str, int, FrameRef]], workers: int,
                    max_side: int | None) -> Iterator[Encoded]:
-    """Encode (split, index, ref) items in order; with workers, a bounded window of tasks keeps memory flat."""
-    if workers <= 0:
-        for _split, i, ref in items:
-            yield encode_frame(source, i, ref, max_side)
-        return
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    with mp.get_context(method).Pool(workers, _init_worker, (source, max_side)) as pool:
-        window: deque = deque()
-        for item in items:
-            window.append(pool.apply_async(_work, (item,)))
-            if len(window) >= 4 * workers:
-                yield window.popleft().get()
-        while window:
-            yield window.popleft().get()
+    """Encode (split, index, ref) items in order; with workers, in batches through a bounded window."""
+    return ordered_map(_encode_item, (source, max_side), items, workers)
 
 
 # ------------------------------------------------------------------------------------------ shard writer
 
 
-class _HashingFile(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through it."""
-
-    def __init__(self, f):
-        self.f, self.sha, self.count = f, hashlib.sha256(), 0
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b) -> int:
-        self.sha.update(b)
-        self.count += len(b)
-        return self.f.write(b)
-
-
 class ShardWriter:
-    """Writes one shard to ``<name>.tmp``; ``finish`` fsyncs and renames it into place.
+    """Writes one shard to ``<name>.tmp``; ``finish`` ends the tar, fsyncs and renames it into place.
 
-    Members are ``<key>.<ext>`` in a plain USTAR tar, exactly what ``webdataset.WebDataset`` reads. Written with
-    the standard library's tarfile rather than webdataset's TarWriter: importing webdataset pulls in torch
-    (~0.5 GB and seconds per process), which a builder and its worker processes never need.
+    A plain USTAR tar, exactly what ``webdataset.WebDataset`` reads: the samples' tar blocks as the workers
+    built them (:func:`tar_blocks`), then tar's end (two zero blocks, padded to a 10 KiB record) as
+    ``tarfile`` writes it. Not webdataset's TarWriter: importing webdataset pulls in torch (~0.5 GB and
+    seconds per process), which a builder and its workers never need.
     """
 
     def __init__(self, out: Path, name: str):
         self.path, self.tmp = out / name, out / (name + ".tmp")
         self._file = open(self.tmp, "wb")
-        self._hash = _HashingFile(self._file)
-        self._tar = tarfile.open(fileobj=self._hash, mode="w|", format=tarfile.USTAR_FORMAT)
+        self._sha, self.count = hashlib.sha256(), 0
         self.samples, self.payload = 0, 0
         self.class_pixels: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
         self.quality: dict[str, list[float]] = {}
 
+    def _write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._sha.update(data)
+        self.count += len(data)
+
     def write(self, enc: Encoded) -> None:
-        key = enc.members["__key__"]
-        for ext, data in enc.members.items():
-            if ext == "__key__":
-                continue
-            info = tarfile.TarInfo(f"{key}.{ext}")
-            info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
-            info.uname = info.gname = "hodata"
-            self._tar.addfile(info, io.BytesIO(data))
+        self._write(enc.data)
         self.samples += 1
         self.payload += enc.nbytes
         for k, v in (enc.class_pixels or {}).items():
@@ -258,22 +251,19 @@ class ShardWriter:
             self.quality.setdefault(k, []).append(round(v, 5))
 
     def finish(self) -> dict[str, Any]:
-        self._tar.close()
+        end = 2 * tarfile.BLOCKSIZE
+        self._write(bytes(end + -(self.count + end) % tarfile.RECORDSIZE))
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.tmp, self.path)
-        info = {"name": self.path.name, "sha256": self._hash.sha.hexdigest(), "bytes": self._hash.count,
+        info = {"name": self.path.name, "sha256": self._sha.hexdigest(), "bytes": self.count,
                 "samples": self.samples, "class_pixels": self.class_pixels, "image_sizes": self.sizes}
         if self.quality:
             info["quality"] = self.quality
         return info
 
     def abort(self) -> None:
-        try:
-            self._tar.close()
-        except Exception:  # noqa: BLE001 - best effort: the temp file is removed anyway
-            pass
         self._file.close()
         self.tmp.unlink(missing_ok=True)
 
@@ -290,34 +280,57 @@ def _group_by_split(refs: list[FrameRef]) -> dict[str, list[FrameRef]]:
 
 def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
           on_shard: Callable[[dict], None] | None = None) -> dict[str, Any]:
-    """Build (or resume) ``source`` into ``cfg.out``; return the manifest record of this source.
+    """Build (or resume) ``source`` into ``cfg.out``; return the manifest record of this source (of this
+    part with ``cfg.part``).
 
-    ``stop_after`` (tests) raises BuildInterrupted once that many samples were written in this run,
-    leaving the half-written shard's temp file behind as a killed process would.
+    The folder is locked for this writer (:mod:`hodata.lock`) for the whole run; SIGTERM ends it like Ctrl-C
+    (:mod:`hodata.interrupt`). ``stop_after`` (tests) raises BuildInterrupted once that many samples were
+    written in this run, leaving the half-written shard's temp file behind as a killed process would.
     """
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if cfg.part:
+        cfg.part = parse_part(f"{cfg.part[0]}/{cfg.part[1]}")  # the same checks as --part
+    out = prepare_out(cfg.out)
+    tag = part_tag(cfg.part) if cfg.part else None
+    with writer_lock(out, key_part(source.name), part_tag=tag, wait=cfg.wait, command=cfg.command), \
+            terminate_as_interrupt():
+        return _build_locked(source, cfg, out, stop_after, on_shard)
+
+
+def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int | None,
+                  on_shard: Callable[[dict], None] | None) -> dict[str, Any]:
     refs = source.frames()
     if not refs:
         raise DataError(f"no frames found for source {source.name}", source.root)
     by_split = _group_by_split(refs)
     if cfg.limit:
         by_split = {k: v[: cfg.limit] for k, v in by_split.items()}
+    frames_total = {k: len(v) for k, v in by_split.items()}
     options = {"max_samples": cfg.max_samples, "max_bytes": cfg.max_bytes, "max_side": cfg.max_side,
                "limit": cfg.limit, **source.build_options()}
+    # the same for every part of one build: merge compares it
     fingerprint = options_fingerprint({"schema": SCHEMA, "version": __version__, "source": source.name,
                                        "root": str(Path(source.root).resolve()), "options": options,
-                                       "frames": {k: len(v) for k, v in by_split.items()}})
-    manifest = Manifest(out)
-    previous = manifest.read().get("builds", {}).get(source.name)
+                                       "frames": frames_total})
+    part_info = None
+    if cfg.part:
+        mine, groups = select([r for v in by_split.values() for r in v], cfg.part, source.partition_group)
+        by_split = _group_by_split(mine)
+        part_info = {"index": cfg.part[0], "count": cfg.part[1], "groups": groups,
+                     "frames": {k: len(v) for k, v in by_split.items()}}
+        manifest = Manifest(out, part_manifest_name(cfg.part))
+    else:
+        manifest = Manifest(out)
+    clear_other_layouts(out, source.name, cfg.part, cfg.overwrite)
+    previous = manifest.builds().get(source.name)
     if previous and previous.get("fingerprint") != fingerprint:
         if not cfg.overwrite:
             raise DataError(f"{out} already holds a {source.name} build made with other options or data; "
-                            "pass --overwrite to replace it, or choose another --out", out / "manifest.json")
-        _remove_shards(out, previous)
+                            "pass --overwrite to replace it, or choose another --out", manifest.path)
+        remove_record(out, manifest, source.name, previous)
         previous = None
-    for stale in out.glob(f"{key_part(source.name)}-*.tar.tmp"):
-        stale.unlink()  # a killed build's half shard: never taken for complete
+    # what a killed run of this writer left: never read as complete (the lock says no such run is alive)
+    remove_stale_temp_shards(out, source.name, cfg.part)
+    manifest.remove_stale_tmp()
 
     record = {
         "status": "in_progress",
@@ -335,10 +348,15 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
         "skipped": [],
         "splits": {},
     }
+    if part_info:
+        record["part"] = part_info
+        record["frames_total"] = frames_total
     kept_shards, kept_skips = _verified_prefix(out, previous)
     t0 = time.time()
-    progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress, source.name)
+    progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress,
+                         source.name + (f" {cfg.part[0]}/{cfg.part[1]}" if cfg.part else ""))
     splits: dict[str, _SplitWriter] = {}
+    first_index = first_shard_index(cfg.part)
     for split, split_refs in by_split.items():
         shards = kept_shards.get(split, [])
         start = shards[-1]["frames"][1] if shards else 0
@@ -346,8 +364,8 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
         record["skipped"].extend(s for s in kept_skips.get(split, []) if s["index"] < start)
         if shards:
             progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
-        splits[split] = _SplitWriter(out, source.name, split, len(shards), start, cfg, record, manifest,
-                                     progress, on_shard)
+        splits[split] = _SplitWriter(out, source.name, split, first_index + len(shards), start, cfg, record,
+                                     manifest, progress, on_shard)
     progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
 
     def todo():  # every frame not covered by a kept shard, split after split, in order
@@ -380,13 +398,13 @@ def build(source: Source, cfg: BuildConfig, stop_after: int | None = None,
                 raise BuildInterrupted(f"stopped after {written} samples (test hook)")
         if current is not None:
             current.finish(len(by_split[current.split]))
-        if not record["shards"]:
+        if not record["shards"] and total_frames:  # (a part may hold no frame at all: nothing to fail)
             _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     except BuildInterrupted:  # the test hook imitates a kill: the half shard stays behind as .tmp
         raise
-    except BaseException:  # an error: close the half shard and remove it (a rerun rebuilds it)
+    except BaseException:  # an error or an interrupt: remove the half shard (a rerun rebuilds it)
         for w in splits.values():
             w.abort()
         raise
@@ -465,7 +483,8 @@ class _SplitWriter:
 
 
 def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:
-    """Per split, the leading run of recorded shards whose files exist with the recorded sha256."""
+    """Per split, the leading run of recorded shards whose files exist with the recorded sha256 (names were
+    checked to be plain file names of ``out`` when the manifest was read)."""
     kept: dict[str, list] = {}
     skips: dict[str, list] = {}
     if not previous:
@@ -473,8 +492,8 @@ def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list],
     broken: set[str] = set()
     for sh in previous.get("shards", []):
         split = sh["split"]
-        path = out / sh["name"]
-        if split in broken or not path.exists() or sha256_file(path) != sh["sha256"]:
+        path = shard_path(out, sh["name"])
+        if split in broken or not path.is_file() or sha256_file(path) != sh["sha256"]:
             broken.add(split)
             path.unlink(missing_ok=True)  # will be rebuilt from its first frame
             continue
@@ -482,11 +501,6 @@ def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list],
     for s in previous.get("skipped", []):
         skips.setdefault(s["split"], []).append(s)
     return kept, skips
-
-
-def _remove_shards(out: Path, previous: dict) -> None:
-    for sh in previous.get("shards", []):
-        (out / sh["name"]).unlink(missing_ok=True)
 
 
 def _split_summary(record: dict, split: str, frames: int) -> dict[str, int]:

@@ -174,3 +174,63 @@ def test_split_file_accepts_lists_and_recorded_assignment(tmp_path):
     lists.write_text(json.dumps({"train": ["x"], "val": ["x"]}))
     with pytest.raises(DataError, match="both"):
         load_split_file(lists)
+
+
+def test_shard_bytes_are_what_tarfile_writes(tmp_path):
+    """The writer assembles tar blocks itself (built in the workers); the file equals tarfile's own output."""
+    import io
+
+    from hodata.shards import TAR_MTIME
+
+    build(ToySource(tmp_path, frames=6, splits=("train",)), cfg(tmp_path / "out", max_samples=10))
+    shard = tmp_path / "out" / "toy-train-000000.tar"
+    bio = io.BytesIO()
+    with tarfile.open(fileobj=bio, mode="w|", format=tarfile.USTAR_FORMAT) as tf:
+        for name, data in tar_members(shard):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode, info.uname, info.gname = len(data), TAR_MTIME, 0o444, "hodata", "hodata"
+            tf.addfile(info, io.BytesIO(data))
+    assert shard.read_bytes() == bio.getvalue()
+
+
+def test_label_checks_fast_paths_agree_with_full_histograms():
+    from hodata.schema import check_inst, instance, label_histogram
+
+    rng = np.random.default_rng(0)
+    seg = rng.choice(np.array([0, 1, 2, 255], np.uint8), (30, 40))
+    full = label_histogram(seg)
+    assert np.array_equal(label_histogram(seg, (0, 1, 2, 255)), full)
+    seg[3, 4] = 7  # a value outside the expected ones: the full histogram names it
+    assert label_histogram(seg, (0, 1, 2, 255))[7] == 1
+    inst = np.where(seg == 1, 1, np.where(seg == 2, 2, 0)).astype(np.uint8)
+    seg[3, 4] = 0
+    instances = [instance(1, "hand", "right"), instance(2, "object")]
+    check_inst(inst, instances, seg)
+    inst[0, 0], seg[0, 0] = 1, 2  # a hand instance pixel labelled object
+    with pytest.raises(ValueError, match="disagree"):
+        check_inst(inst, instances, seg)
+    inst[0, 0], seg[0, 0] = 9, 0
+    with pytest.raises(ValueError, match=r"ids \[9\]"):
+        check_inst(inst, instances, seg)
+    inst[0, 0] = 0
+    seg = np.where(inst == 1, 1, np.where(inst == 2, 2, 0)).astype(np.uint8)
+    check_inst(seg.copy(), instances, seg)  # a map equal to seg whose ids are their labels (HO3D)
+    with pytest.raises(ValueError, match="disagree"):  # equal maps, but id 2 is a hand: seg says object
+        check_inst(seg.copy(), [instance(1, "object"), instance(2, "hand", "left")], seg)
+
+
+def test_image_completeness_check_refuses_every_truncation():
+    """A JPEG is complete when it ends with its EOI marker; one cut anywhere is refused, naming the file."""
+    import cv2
+
+    from hodata.errors import BadFrame
+    from hodata.schema import checked_image_size
+
+    rng = np.random.default_rng(1)
+    data = cv2.imencode(".jpg", rng.integers(0, 255, (24, 32, 3), dtype=np.uint8))[1].tobytes()
+    assert checked_image_size(data, "a.jpg") == (32, 24)
+    for cut in range(1, len(data), 5):
+        with pytest.raises(BadFrame, match="a.jpg"):
+            checked_image_size(data[:cut], "a.jpg")
+    # trailing bytes after the marker (some cameras append data): decoded to the end instead, and accepted
+    assert checked_image_size(data + b"trailer", "a.jpg") == (32, 24)

@@ -157,6 +157,11 @@ class Source(ABC):
         """Provenance for the manifest: what was read (counts, annotation checksums), split assignment."""
         return {}
 
+    def partition_group(self, ref: FrameRef) -> str:
+        """The unit ``hodata build --part i/N`` never cuts (default: the sequence); a source may name a larger
+        one (the scene or subject its split holds out together)."""
+        return ref.sequence
+
 
 def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
