@@ -25,8 +25,9 @@ def run(cmd, cwd, env=None):
 @pytest.mark.slow
 def test_wheel_install_builds_every_demo(tmp_path):
     dist = tmp_path / "dist"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MANO_DIR", "YCB_DIR")}
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", dist, REPO],
-        cwd=tmp_path)
+        cwd=tmp_path, env=env)
     wheel = next(dist.glob("handobj_seg-*.whl"))
     venv = tmp_path / "venv"
     run([sys.executable, "-m", "venv", "--without-pip", venv], cwd=tmp_path)
@@ -36,9 +37,9 @@ def test_wheel_install_builds_every_demo(tmp_path):
     site.mkdir(parents=True, exist_ok=True)
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = venv / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel],
-        cwd=tmp_path)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MANO_DIR", "YCB_DIR")}
+    # --force-reinstall: the editable install of this checkout is visible through deps.pth; the wheel must win
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--force-reinstall",
+         "--quiet", wheel], cwd=tmp_path, env=env)
     where = run([python, "-c", "import hodata, hodata.manifests as m; print(hodata.__file__); "
                  "print(m.path('egohands_split.json'))"], cwd=tmp_path, env=env).stdout.split()
     assert all(str(venv) in w for w in where), where  # imported from the wheel, not the checkout
