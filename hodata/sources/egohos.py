@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -130,13 +131,13 @@ class EgoHOSSource(Source):
         img_path, lab_path = self.root / rel_img, self.root / rel_lab
         image, (width, height) = read_image(img_path)
         ids = read_label(lab_path, width, height)
-        present = np.flatnonzero(label_histogram(ids)).tolist()
+        present = np.flatnonzero(label_histogram(ids, expect=tuple(range(MAX_ID + 1)))).tolist()
         instances = frame_instances(present, self.inst_lut)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
-            image=image, image_ext="jpg", seg=self.lut[ids], width=width, height=height,
+            image=image, image_ext="jpg", seg=cv2.LUT(ids, self.lut), width=width, height=height,
             labels={"hand": True, "object": True, "sides": True}, objects=[],
-            inst=self.inst_lut[ids], instances=instances,
+            inst=cv2.LUT(ids, self.inst_lut), instances=instances,
             provenance={"image": rel_img, "label": rel_lab},
         )
 
