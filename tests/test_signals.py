@@ -57,7 +57,7 @@ def test_interrupted_build_says_one_line_and_resumes_byte_identical(tmp_path, si
     ref = tmp_path / "ref"
     build(ToySource(tmp_path, frames=FRAMES), BuildConfig(out=ref, max_samples=4, progress=False, command=["t"]))
     out = tmp_path / "out"
-    p = run_cli(tmp_path, out, delay=0.01)
+    p = run_cli(tmp_path, out, delay=0.03)  # about 2.5 s of building: time to interrupt it midway
     deadline = time.time() + 60
     while len(list(out.glob("toy-train-*.tar"))) < 4 and time.time() < deadline and p.poll() is None:
         time.sleep(0.02)  # the first shards come from the builder's warm-up batch; then the pool runs
