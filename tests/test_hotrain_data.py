@@ -21,7 +21,8 @@ from scipy.ndimage import maximum_filter, minimum_filter
 
 from hodata.errors import DataError
 from hodata.schema import encode_seg, make_key
-from hotrain.data import (STAGES, list_shards, make_eval_loader, make_train_loader, map_labels, normalize,
+from hotrain.stages import STAGES
+from hotrain.data import (list_shards, make_eval_loader, make_train_loader, map_labels, normalize,
                           parse_mix, parse_shard_name, rank_shards)
 
 RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (110, 110, 110)
@@ -125,7 +126,8 @@ def test_map_labels_and_normalize():
     seg = torch.tensor([[0, 1, 2, 255]], dtype=torch.uint8)
     assert map_labels(seg, "hand").tolist() == [[0, 1, 0, 255]]
     assert map_labels(seg, "handobj").tolist() == [[0, 1, 2, 255]]
-    assert map_labels(seg, "hand").dtype == torch.int64 and STAGES == {"hand": 2, "handobj": 3}
+    assert map_labels(seg, "hand").dtype == torch.int64
+    assert {n: s.num_classes for n, s in STAGES.items()} == {"hand": 2, "handobj": 3, "sides": 4}
     with pytest.raises(ValueError, match="unknown stage"):
         map_labels(seg, "objects")
     img = torch.full((2, 3, 2, 2), 255, dtype=torch.uint8)
