@@ -270,3 +270,89 @@ def test_config_round_trip_and_cli_options_come_from_it():
     assert list(stage.type.choices) == ["hand", "handobj", "sides"]
     model = next(p for p in fit_cmd.params if p.name == "model")
     assert list(model.type.choices) == list(MODELS)
+
+
+# ------------------------------------------------------------------------------------------ torch.compile
+
+
+class TinySeg(torch.nn.Module):
+    """A two-conv segmentation model with torchvision's output convention ({"out": logits})."""
+
+    def __init__(self, classes: int = 3):
+        super().__init__()
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.BatchNorm2d(8),
+                                        torch.nn.ReLU(), torch.nn.Conv2d(8, classes, 1))
+
+    def forward(self, x):
+        return {"out": self.body(x)}
+
+
+def compile_or_skip(model, device: str):
+    """torch.compile(model) after checking that inductor can build code here (a C++ compiler on CPUs)."""
+    try:
+        probe = torch.compile(lambda t: (t * 2).sin())
+        probe(torch.ones(4, device=device))
+    except Exception as e:  # noqa: BLE001 - missing compilers and headers surface as many types
+        pytest.skip(f"torch.compile cannot build code on this {device}: {type(e).__name__}: {str(e)[:120]}")
+    return torch.compile(model)
+
+
+def compiled_matches_eager(device: str) -> None:
+    from hotrain.losses import total_loss
+    from hotrain.preprocess import normalize
+
+    torch.manual_seed(0)
+    eager = TinySeg().to(device)
+    twin = TinySeg().to(device)
+    twin.load_state_dict(eager.state_dict())
+    compiled = compile_or_skip(twin, device)
+    image = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, device=device)
+    mask = torch.randint(0, 3, (2, 16, 16), device=device)
+    has = torch.tensor([True, False], device=device)
+    grads = []
+    for net in (eager, compiled):
+        loss = total_loss(net(normalize(image)), mask, has, "handobj")
+        loss.backward()
+        grads.append((loss.detach(), [p.grad for p in (eager if net is eager else twin).parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_torch_compile_of_a_tiny_model_matches_eager_on_cpu():
+    compiled_matches_eager("cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_torch_compile_and_bf16_prediction():
+    compiled_matches_eager("cuda")
+    from hotrain.model import predict_logits
+
+    torch.manual_seed(1)
+    model, _ = build_model(MOBILE, 4, aux=False)
+    model = model.cuda().eval()
+    image = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    full = predict_logits(model, image, device=torch.device("cuda")).softmax(1)
+    half = predict_logits(model, image, device=torch.device("cuda"), amp="bf16", channels_last=True).softmax(1)
+    assert (full - half).abs().max() < 0.05
+    perm = [0, 2, 1, 3]
+    tta = predict_logits(model, image, device=torch.device("cuda"), tta=True, flip_perm=perm)
+    mirrored = predict_logits(model, image.flip(-1), device=torch.device("cuda"), tta=True, flip_perm=perm)
+    torch.testing.assert_close(tta, mirrored.flip(-1)[:, perm], rtol=1e-3, atol=1e-3)
+
+
+def test_flip_tta_swaps_left_and_right_scores():
+    from hotrain.model import predict_logits
+    from hotrain.stages import flip_swap_permutation
+
+    torch.manual_seed(2)
+    model = TinySeg(4).eval()
+    perm = flip_swap_permutation(SIDES)
+    image = torch.randint(0, 256, (1, 3, 12, 16), dtype=torch.uint8)
+    cpu = torch.device("cpu")
+    tta = predict_logits(model, image, device=cpu, tta=True, flip_perm=perm)
+    mirrored = predict_logits(model, image.flip(-1), device=cpu, tta=True, flip_perm=perm)
+    # the mirror image's left-hand scores are the original's right-hand scores, mirrored
+    torch.testing.assert_close(tta, mirrored.flip(-1)[:, perm], rtol=1e-5, atol=1e-5)

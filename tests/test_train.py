@@ -155,3 +155,77 @@ def test_bad_options_are_one_line_errors(shards, tmp_path, monkeypatch):
     res = CliRunner().invoke(main, ["fit", "--shards", str(shards), "--weights", "coco", "--out", str(tmp_path / "o"),
                                     "--preset", "tiny"])
     assert res.exit_code == 1 and "get_state_dict" in res.output and "empty_hub" in res.output
+
+
+def test_sides_from_a_hand_checkpoint_trains_and_evaluates_left_and_right(shards, hand_run, tmp_path):
+    out = tmp_path / "sides"
+    run(["fit", "--shards", str(shards), "--stage", "sides", "--init", str(hand_run / "last.pt"), "--out", str(out),
+         *SHORT])
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert ck["classes"] == ["background", "left_hand", "right_hand", "object"] and ck["num_classes"] == 4
+    assert ck["config"]["stage"] == "sides"
+    log = (out / "train.log").read_text()
+    assert "2 -> 4 classes: background<-background, left_hand<-hand-0.69, right_hand<-hand-0.69" in log
+    val = [r for r in records(out) if r.get("split") == "val"]
+    assert val and {"iou_left_hand", "iou_right_hand", "left_as_right", "right_as_left"} <= set(val[-1])
+    run(["eval", "--checkpoint", str(out / "last.pt"), "--shards", str(shards), "--out", str(tmp_path / "ev"),
+         "--tta", "flip"])
+    report = json.loads((tmp_path / "ev" / "report.json").read_text())
+    lr = report["left_right"]
+    assert lr["left_pixels"] > 0 and lr["right_pixels"] > 0  # the demo's hodata/2 shards know every hand's side
+    mat = np.array(report["confusion_matrix"])
+    assert lr["left_as_right"] == mat[1, 2] and lr["right_as_left"] == mat[2, 1]
+    assert report["pixels"] == val_pixels(shards)  # every hand has a side here: no pixel left unscored
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(shards, tmp_path):
+    """The GPU recipe's precision and memory format, run where torch allows it: on the CPU."""
+    out = tmp_path / "bf16"
+    run(["fit", "--shards", str(shards), "--out", str(out), *SHORT, "--steps", "3", "--amp", "bf16",
+         "--channels-last", "--eval-every", "3", "--bn-recompute", "0"])
+    assert "precision bf16, channels_last True" in (out / "train.log").read_text()
+    losses = [r["loss"] for r in records(out) if "loss" in r]
+    assert losses and all(np.isfinite(losses))
+    ck = torch.load(out / "last.pt", weights_only=True)
+    assert all(v.dtype in (torch.float32, torch.int64) for v in ck["model"].values())  # weights stay fp32
+    assert ck["config"]["amp"] == "bf16" and ck["config"]["channels_last"] is True
+
+
+# ------------------------------------------------------------------------------------------ GPU (skipped without)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@cuda
+def test_gpu_fit_in_bf16_and_eval_agrees_with_the_cpu(shards, tmp_path):
+    out = tmp_path / "gpu"
+    run(["fit", "--shards", str(shards), "--out", str(out), *SHORT, "--eval-every", "6"])
+    log = (out / "train.log").read_text()
+    assert "on cuda" in log and "precision bf16, channels_last True" in log  # the GPU defaults
+    assert all(np.isfinite([r["loss"] for r in records(out) if "loss" in r]))
+    for device in ("cuda", "cpu"):
+        run(["eval", "--checkpoint", str(out / "last.pt"), "--shards", str(shards), "--out", str(tmp_path / device),
+             "--device", device])
+    g, c = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("cuda", "cpu"))
+    assert g["pixels"] == c["pixels"] == val_pixels(shards)
+    diff = np.abs(np.array(g["confusion_matrix"]) - np.array(c["confusion_matrix"])).sum()
+    assert diff <= 0.02 * g["pixels"]  # bf16 + channels_last vs fp32: a few boundary pixels
+
+
+@pytest.mark.gpu
+@cuda
+def test_gpu_nccl_group_reduces_a_confusion_matrix(tmp_path):
+    import torch.distributed as tdist
+
+    from hotrain.metrics import ConfusionMatrix
+
+    tdist.init_process_group("nccl", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    try:
+        cm = ConfusionMatrix(3)
+        cm.update(torch.tensor([[0, 1, 2, 2]]).cuda(), torch.tensor([[0, 1, 2, 0]]).cuda(), ["a"], [True])
+        before = cm.mat.clone()
+        cm.reduce_()
+        assert cm.mat.is_cuda and torch.equal(cm.mat, before) and cm.per_source["a"].sum() == 4
+    finally:
+        tdist.destroy_process_group()
