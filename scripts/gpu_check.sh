@@ -28,10 +28,10 @@ export PYOPENGL_PLATFORM=${PYOPENGL_PLATFORM:-egl} PYTHONUNBUFFERED=1
 if [ $DRY = 1 ]; then  # the same commands, CPU-sized
   export CUDA_VISIBLE_DEVICES=""
   FRAMES=24 SIZE="(160, 120)" CROP=64 BATCH=2 STEPS=${GPU_CHECK_STEPS:-2} WORKERS=1 EVAL_EVERY=1
-  BENCH=(--device cpu --crop 64 --batch 2 --steps 2 --warmup 1)
+  BENCH=(--device cpu --crop 64 --batch 2 --steps 2 --warmup 1 --aux)
 else
   FRAMES=96 SIZE="(640, 480)" CROP=480 BATCH=8 STEPS=${GPU_CHECK_STEPS:-150} WORKERS=6 EVAL_EVERY=75
-  BENCH=(--crop 480 --batch 8 --steps 30 --warmup 5)
+  BENCH=(--crop 480 --batch 8 --steps 30 --warmup 5 --aux)
 fi
 
 FAILED=()

@@ -150,15 +150,23 @@ VARIANTS: dict[str, list[tuple[str, list[str]]]] = {
 RECOMMENDED = "readme"
 
 
-def sh(cmd: list[str], log: Path) -> float:
-    t0 = time.perf_counter()
+def sh(cmd: list[str], log: Path) -> tuple[float, float]:
+    """Run ``cmd`` (output appended to ``log``); returns (wall seconds, CPU seconds of it and its children)."""
+    t0, c0 = time.perf_counter(), _child_cpu()
     with open(log, "a") as f:
         f.write("$ " + " ".join(cmd) + "\n")
         f.flush()
         res = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
     if res.returncode:
         sys.exit(f"command failed ({res.returncode}), see {log}: {' '.join(cmd)}")
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _child_cpu() - c0
+
+
+def _child_cpu() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def run_variant(name: str, shards: Path, work: Path, hotrain: list[str], seed: int) -> dict:
@@ -166,19 +174,21 @@ def run_variant(name: str, shards: Path, work: Path, hotrain: list[str], seed: i
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     log = out / "commands.log"
-    seconds, commands, prev = 0.0, [], None
+    seconds, cpu, commands, prev = 0.0, 0.0, [], None
     for i, (stage, extra) in enumerate(VARIANTS[name]):
         run_dir = out / f"{i}_{stage}"
         cmd = [*hotrain, "fit", "--shards", str(shards), "--stage", stage, "--out", str(run_dir), *TINY,
                "--seed", str(seed), *extra] + (["--init", str(prev / "last.pt")] if prev else [])
-        seconds += sh(cmd, log)
+        wall, used = sh(cmd, log)
+        seconds, cpu = seconds + wall, cpu + used
         commands.append(" ".join(["hotrain", *cmd[len(hotrain):]]))
         prev = run_dir
     ev = out / "eval_test"
     sh([*hotrain, "eval", "--checkpoint", str(prev / "last.pt"), "--shards", str(shards), "--split", "test_indomain",
         "--out", str(ev), "--num-workers", "0"], log)
     report = json.loads((ev / "report.json").read_text())
-    return {"variant": name, "train_seconds": round(seconds, 1), "threads": os.environ.get("OMP_NUM_THREADS"),
+    return {"variant": name, "train_wall_s": round(seconds, 1), "train_cpu_s": round(cpu, 1),
+            "threads": os.environ.get("OMP_NUM_THREADS"),
             "held_out_iou": {k: (round(v, 3) if v is not None else None) for k, v in report["iou"].items()},
             "commands": commands}
 
