@@ -7,7 +7,7 @@ muted background with grey clutter and with distractor blobs in the objects' own
 shards with ``hodata build``, trained with ``hotrain fit`` and scored with ``hotrain eval`` on a held-out split
 (``test_indomain``: frames never trained or validated on).
 
-    python scripts/learn_small_objects.py --out work/small                   # the recommended recipe
+    python scripts/learn_small_objects.py --out work/small                   # --preset small, both stages
     python scripts/learn_small_objects.py --out work/small --variant readme  # hand, then handobj --init
     python scripts/learn_small_objects.py --out work/small --variant all     # every variant, one table
 
@@ -133,10 +133,12 @@ def write_dataset(out: Path, frames: int, seed: int, size: tuple[int, int]) -> d
 
 # ------------------------------------------------------------------------------------------------ variants
 
-TINY = ["--preset", "tiny", "--weights", "none", "--no-progress"]
+TINY = ["--preset", "tiny", "--weights", "none", "--no-progress"]  # a variant's "--preset small" overrides it
 # name -> stages; each stage is (stage, extra fit options); a later stage starts from the previous one's last.pt
 FOCUS, DICE, BALANCE, OHEM = ["--focus-crops", "0.5"], ["--dice-weight", "1"], ["--class-balance"], ["--ohem", "0.25"]
+LRASPP = ["--model", "lraspp_mobilenet_v3_large"]
 VARIANTS: dict[str, list[tuple[str, list[str]]]] = {
+    "small": [("hand", ["--preset", "small"]), ("handobj", ["--preset", "small"])],
     "readme": [("hand", []), ("handobj", [])],
     "scratch": [("handobj", [])],
     "scratch_300": [("handobj", ["--steps", "300", "--steps-per-epoch", "150", "--eval-every", "150"])],
@@ -146,8 +148,13 @@ VARIANTS: dict[str, list[tuple[str, list[str]]]] = {
     "dice": [("hand", DICE), ("handobj", DICE)],
     "focus_dice": [("hand", FOCUS + DICE), ("handobj", FOCUS + DICE)],
     "focus_balanced": [("hand", FOCUS + BALANCE), ("handobj", FOCUS + BALANCE)],
+    "lraspp": [("hand", LRASPP), ("handobj", LRASPP)],
+    "lraspp_dice": [("hand", LRASPP + DICE), ("handobj", LRASPP + DICE)],
+    "lraspp_focus": [("hand", LRASPP + FOCUS), ("handobj", LRASPP + FOCUS)],
+    "lraspp_balanced": [("hand", LRASPP + BALANCE), ("handobj", LRASPP + BALANCE)],
+    "lraspp_scratch_300": [("handobj", LRASPP + ["--steps", "300", "--steps-per-epoch", "150", "--eval-every", "150"])],
 }
-RECOMMENDED = "readme"
+RECOMMENDED = "small"
 
 
 def sh(cmd: list[str], log: Path) -> tuple[float, float]:
