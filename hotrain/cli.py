@@ -24,62 +24,52 @@ def _user_errors():
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="hotrain")
 def main() -> None:
-    """Train DeepLabv3 hand / hand+object segmentation on hodata/1 shards, evaluate it, run it on frames."""
+    """Train hand / hand+object / left+right hand segmentation on hodata shards, evaluate it, run it on frames."""
 
 
-def _mix(ctx, param, value):
-    if value is None:
-        return None
-    from hotrain.data import parse_mix
+def _parsed(parse):
+    def callback(ctx, param, value):
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e)) from None
 
-    try:
-        return parse_mix(value)
-    except ValueError as e:
-        raise click.BadParameter(str(e)) from None
+    return callback
+
+
+def config_options(command):
+    """Add one option per :class:`hotrain.config.TrainConfig` field (default None: "not given", so that presets
+    and the saved config on --resume can tell what the user typed)."""
+    import dataclasses
+
+    from hotrain.config import TrainConfig, option_help
+
+    for f in reversed(dataclasses.fields(TrainConfig)):
+        meta, flag = f.metadata, f.metadata.get("flag")
+        name = "--" + f.name.replace("_", "-")
+        kw = {"default": None, "help": option_help(f.name)}
+        if flag == "pair":
+            decls = [f"{name}/--no-{name[2:]}"]
+        elif flag == "on":
+            decls, kw["is_flag"] = [name], True
+        else:
+            decls = [name]
+            kind = meta.get("type") or type(f.default)
+            kw["type"] = click.Choice(meta["choices"]()) if meta.get("choices") else kind
+            if meta.get("parse"):
+                kw["callback"] = _parsed(meta["parse"])
+            if meta.get("metavar"):
+                kw["metavar"] = meta["metavar"]
+        if f.name == "shards":
+            kw["required"] = True
+        command = click.option(*decls, f.name, **kw)(command)
+    return command
 
 
 @main.command(context_settings=CONTEXT)
-@click.option("--shards", required=True, help="Shard folder, glob(s), comma list, brace pattern or URL/pipe: spec.")
-@click.option("--stage", type=click.Choice(["hand", "handobj"]), default=None, help="hand: bg/hand; handobj: bg/hand/object. [default: hand]")
-@click.option("--init", default=None, type=click.Path(dir_okay=False), help="Start from this checkpoint (handobj from a hand run: head widened).")
-@click.option("--preset", type=click.Choice(["tiny"]), default=None, help="tiny: MobileNetV3, 8 crops of 96 px, 150 AdamW steps (about a CPU minute).")
-@click.option("--out", default=None, help="Run folder: last.pt, best.pt, metrics.jsonl, tb/. [default: runs/hotrain]")
-@click.option("--model", type=click.Choice(["deeplabv3_resnet50", "deeplabv3_resnet101", "deeplabv3_mobilenet_v3_large"]), default=None,
-              help="[default: deeplabv3_resnet50]")
-@click.option("--weights", default=None, help="coco | imagenet | none | auto | PATH to a state_dict. auto: COCO if in the torch cache, else ImageNet if cached, else none. [default: auto]")
-@click.option("--aux/--no-aux", default=None, help="Auxiliary FCN head and loss. [default: aux]")
-@click.option("--aux-weight", type=float, default=None, help="[default: 0.5]")
-@click.option("--bn-momentum", type=float, default=None, help="Set every BatchNorm's momentum (tiny preset: 0.1).")
-@click.option("--bn-recompute", type=int, default=None, help="Re-estimate BatchNorm statistics on N whole training frames before each validation (tiny preset: 64). [default: 0]")
-@click.option("--sync-bn", is_flag=True, default=None, help="SyncBatchNorm across ranks.")
-@click.option("--steps", type=int, default=None, help="Optimizer steps. [default: 20000]")
-@click.option("--steps-per-epoch", type=int, default=None, help="Steps per loader epoch (resume granularity of the data stream). [default: 1000]")
-@click.option("--batch-size", type=int, default=None, help="Per rank, per micro-step. [default: 8]")
-@click.option("--accum", type=int, default=None, help="Gradient accumulation micro-steps per optimizer step. [default: 1]")
-@click.option("--crop-size", type=int, default=None, help="[default: 512]")
-@click.option("--num-workers", type=int, default=None, help="Loader workers per rank. [default: 4]")
-@click.option("--seed", type=int, default=None, help="[default: 0]")
-@click.option("--mix", callback=_mix, default=None, help="Per-source weights, e.g. ho3d=0.5,egohos=0.3,freihand=0.2.")
-@click.option("--augment/--no-augment", default=None, help="[default: augment]")
-@click.option("--train-split", default=None, help="[default: train]")
-@click.option("--val-split", default=None, help="[default: val]")
-@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default=None, help="[default: sgd]")
-@click.option("--lr", type=float, default=None, help="[default: 0.02 (sgd)]")
-@click.option("--momentum", type=float, default=None, help="SGD momentum. [default: 0.9]")
-@click.option("--weight-decay", type=float, default=None, help="[default: 1e-4]")
-@click.option("--poly-power", type=float, default=None, help="Poly LR decay power. [default: 0.9]")
-@click.option("--warmup-steps", type=int, default=None, help="Linear LR warmup. [default: 0]")
-@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "none"]), default=None, help="auto: bf16 on GPU, none on CPU.")
-@click.option("--channels-last/--no-channels-last", default=None, help="[default: on GPU]")
-@click.option("--compile", is_flag=True, default=None, help="torch.compile the model.")
-@click.option("--eval-every", type=int, default=None, help="Validate every N steps (and at the end). [default: 1000]")
-@click.option("--eval-batch-size", type=int, default=None)
-@click.option("--eval-max-side", type=int, default=None, help="Validate on frames shrunk to this longer side.")
-@click.option("--ckpt-every", type=int, default=None, help="Write last.pt every N steps (and at the end). [default: 1000]")
-@click.option("--keep-step-ckpts", is_flag=True, default=None, help="Also keep step_NNNNNNN.pt copies.")
-@click.option("--log-every", type=int, default=None, help="[default: 20]")
-@click.option("--progress/--no-progress", default=None, help="Progress bar on rank 0. [default: on]")
-@click.option("--stop-at", type=int, default=None, help="Stop after this step (checkpoint written), as if interrupted.")
+@config_options
 @click.option("--resume", is_flag=True, help="Continue OUT/last.pt exactly (new run when there is none).")
 def fit(resume, **options):
     """Train (one process, or one per GPU under torchrun --nproc-per-node N -m hotrain fit ...)."""

@@ -1,4 +1,4 @@
-"""Stream ``hodata/1`` shards into training and evaluation batches.
+"""Stream ``hodata`` shards (``hodata/1`` and ``hodata/2``) into training and evaluation batches.
 
 Only the shard schema is known here (``hodata.schema``); no dataset source is imported.
 
@@ -12,6 +12,11 @@ global torch RNG of the training process is left alone), so a run is reproducibl
 
 Evaluation (:func:`make_eval_loader`): every sample exactly once over all ranks and workers, in a fixed
 order, no augmentation; images of different sizes are padded to the batch maximum (image 0, mask 255).
+
+Labels: a batch's ``mask`` holds the stage's targets (:mod:`hotrain.stages`), mapped once per sample at decode
+time: class ids, label-set ids (a hand of unknown side) and 255. The ``sides`` stage reads its map from
+``inst.png`` and the json's ``instances`` (:func:`hodata.schema.side_label_map`); a ``hodata/1`` shard has
+neither, so all its hands are of unknown side. The training flip relabels left and right hands.
 
 Images stay uint8 on the CPU; :func:`normalize` converts them on the model's device, where it is cheap.
 """
@@ -38,11 +43,10 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from hodata.errors import DataError
-from hodata.schema import BACKGROUND, IGNORE, OBJECT, decode_seg
+from hodata.schema import IGNORE, decode_inst, decode_seg, side_label_map
+from hotrain.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 (re-exported)
+from hotrain.stages import Stage, get_stage
 
-STAGES = {"hand": 2, "handobj": 3}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 SHUFFLE_BUFFER = 256  # samples held per worker for shuffling (a few hundred uint8 frames: modest memory)
 SCALE_RANGE = (0.75, 1.5)  # scale jitter: shorter side = crop_size * U(SCALE_RANGE)
 
@@ -117,21 +121,18 @@ def rank_shards(shards: list[str], rank: int, world_size: int) -> list[str]:
 # ------------------------------------------------------------------------------------------ labels / norm
 
 
-def map_labels(seg: torch.Tensor, stage: str) -> torch.Tensor:
-    """Map stored labels (0 bg, 1 hand, 2 object, 255 ignore) to the stage's classes."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
-    if stage == "hand":
-        seg = seg.masked_fill(seg == OBJECT, BACKGROUND)  # object pixels are "not hand"
-    return seg.long()
+def map_labels(stored: torch.Tensor, stage: str | Stage) -> torch.Tensor:
+    """Stored label values (``seg.png``'s, or the side map's for ``sides``) -> the stage's targets, int64."""
+    lut = torch.from_numpy(get_stage(stage).target_lut)
+    return lut[stored.long()].long()
 
 
-def normalize(image_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (..., 3, H, W) -> float32 ImageNet-normalised, on the tensor's own device."""
-    x = image_uint8.float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    return x.sub_(mean).div_(std)
+def stage_targets(sample: dict[str, Any], seg: Any, meta: dict[str, Any], stage: Stage) -> torch.Tensor:
+    """The stage's uint8 target map of one decoded sample (class ids, label-set ids, 255)."""
+    if stage.labels == "sides":  # hodata/1 (no inst.png): every hand pixel of unknown side
+        inst = decode_inst(sample["inst.png"]) if "inst.png" in sample else None
+        seg = side_label_map(seg, inst, meta.get("instances"))
+    return torch.from_numpy(stage.target_lut[seg])
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -146,23 +147,25 @@ def _decode_rgb(data: bytes) -> torch.Tensor:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
-def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
-    """Raw tar members -> ``image`` uint8 (3, H, W), ``seg`` uint8 (H, W), ``source``, ``has_object``, ``key``."""
+def decode_sample(sample: dict[str, Any], stage: str | Stage) -> dict[str, Any]:
+    """Raw tar members -> ``image`` uint8 (3, H, W), ``mask`` uint8 (H, W) of the stage's targets, ``source``,
+    ``has_object`` (the source annotates objects), ``key``."""
     key, url = sample.get("__key__", "?"), sample.get("__url__")
     try:
         data = sample.get("jpg", sample.get("png"))
         if data is None or "seg.png" not in sample or "json" not in sample:
             raise ValueError(f"needs jpg|png, seg.png and json; has {sorted(k for k in sample if not k.startswith('__'))}")
         image = _decode_rgb(data)
-        seg = torch.from_numpy(decode_seg(sample["seg.png"]))
+        seg = decode_seg(sample["seg.png"])
         meta = json.loads(sample["json"])
         if tuple(seg.shape) != tuple(image.shape[1:]):
             raise ValueError(f"seg.png is {tuple(seg.shape)}, image is {tuple(image.shape[1:])}")
+        mask = stage_targets(sample, seg, meta, get_stage(stage))
     except DataError:
         raise
     except Exception as e:  # one line naming the shard and the sample
         raise DataError(f"sample {key}: {e}", url) from e
-    return {"image": image, "seg": seg, "source": str(meta.get("source", "?")),
+    return {"image": image, "mask": mask, "source": str(meta.get("source", "?")),
             "has_object": bool(meta.get("labels", {}).get("object", False)), "key": key}
 
 
@@ -222,17 +225,83 @@ class LinearColorJitter(v2.Transform):
         return tv_tensors.wrap(out.view_as(x), like=inpt)
 
 
-def train_transform(crop_size: int, augment: bool = True) -> v2.Transform:
-    """Joint image+mask transform; masks are resized nearest and padded with 255, images padded with 0."""
+class HorizontalFlip(v2.RandomHorizontalFlip):
+    """``v2.RandomHorizontalFlip`` that also relabels mask classes which mirror into each other.
+
+    A left hand seen in a mirror is a right hand: with ``mask_lut`` (:attr:`hotrain.stages.Stage.flip_lut`) a
+    flipped mask's values are mapped through it. The random draw is the parent's, so without a lookup this is
+    exactly ``v2.RandomHorizontalFlip``.
+    """
+
+    def __init__(self, p: float = 0.5, mask_lut: Any = None):
+        super().__init__(p)
+        self.mask_lut = None if mask_lut is None else torch.as_tensor(mask_lut, dtype=torch.uint8)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        out = super().transform(inpt, params)
+        if self.mask_lut is not None and isinstance(inpt, tv_tensors.Mask):
+            out = tv_tensors.wrap(self.mask_lut[out.as_subclass(torch.Tensor).long()], like=out)
+        return out
+
+
+class FocusCrop(v2.RandomCrop):
+    """``v2.RandomCrop`` (padding as needed) that, with probability ``p``, places the crop over a labelled pixel.
+
+    The pixel is drawn in two steps, first one of the labelled values present in the mask (``focus``, e.g.
+    hand and object) with equal chances, then one of its pixels, so a class covering 1 % of the frame is
+    seen as often as one covering 30 %; the crop's offset around it is uniform. Small, rare objects then
+    appear in far more crops than uniform crops give them (foreground oversampling, as nnU-Net does).
+    """
+
+    def __init__(self, size: int, *, p: float, focus: list[int], fill: dict):
+        super().__init__(size, pad_if_needed=True, fill=fill)
+        self.p, self.focus = float(p), torch.tensor(sorted(focus), dtype=torch.uint8)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        params = super().make_params(flat_inputs)
+        if float(torch.rand(())) >= self.p:
+            return params
+        mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
+        if mask is None:
+            return params
+        m = mask.as_subclass(torch.Tensor)
+        present = [int(v) for v in self.focus if (m == v).any()]
+        if not present:
+            return params
+        value = present[int(torch.randint(len(present), ()))]
+        ys, xs = torch.nonzero(m == value, as_tuple=True)
+        i = int(torch.randint(len(ys), ()))
+        pad_left, pad_top, pad_right, pad_bottom = params["padding"]
+        h, w = m.shape[-2] + pad_top + pad_bottom, m.shape[-1] + pad_left + pad_right
+        ch, cw = params["height"], params["width"]
+        top = self._offset(int(ys[i]) + pad_top, ch, h)
+        left = self._offset(int(xs[i]) + pad_left, cw, w)
+        return params | {"top": top, "left": left, "needs_crop": h > ch or w > cw}
+
+    @staticmethod
+    def _offset(at: int, crop: int, size: int) -> int:
+        """A uniform crop start in [0, size - crop] whose window [start, start + crop) contains ``at``."""
+        lo, hi = max(0, at - crop + 1), min(at, size - crop)
+        return lo + int(torch.randint(hi - lo + 1, ()))
+
+
+def train_transform(crop_size: int, augment: bool = True, flip_lut: Any = None, focus_crops: float = 0.0,
+                    focus: list[int] | None = None) -> v2.Transform:
+    """Joint image+mask transform; masks are resized nearest and padded with 255, images padded with 0.
+    ``flip_lut``: what each mask value becomes in a mirrored image (left <-> right hand), if anything swaps;
+    ``focus_crops``: the share of crops placed over a pixel whose value is in ``focus`` (:class:`FocusCrop`)."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}
-    crop = v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill)
+    if focus_crops > 0 and focus:
+        crop = FocusCrop(crop_size, p=focus_crops, focus=focus, fill=fill)
+    else:
+        crop = v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill)
     if not augment:  # still a fixed-size crop so batches stack
         return v2.Compose([crop])
     lo, hi = (max(1, round(crop_size * s)) for s in SCALE_RANGE)
     return v2.Compose([
         v2.RandomResize(lo, hi + 1, antialias=True),
         crop,
-        v2.RandomHorizontalFlip(),
+        HorizontalFlip(mask_lut=flip_lut),
         LinearColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
     ])
 
@@ -248,8 +317,8 @@ def apply_seeded(transform: v2.Transform, image: torch.Tensor, seg: torch.Tensor
 # ------------------------------------------------------------------------------------------ collation
 
 
-def collate(samples: list[dict[str, Any]], stage: str) -> dict[str, Any]:
-    """Stack samples into a batch, padding to the largest size (image 0, mask 255)."""
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack samples into a batch, padding to the largest size (image 0, mask 255); masks become int64."""
     h = max(s["image"].shape[1] for s in samples)
     w = max(s["image"].shape[2] for s in samples)
     image = torch.zeros((len(samples), 3, h, w), dtype=torch.uint8)
@@ -257,10 +326,10 @@ def collate(samples: list[dict[str, Any]], stage: str) -> dict[str, Any]:
     for i, s in enumerate(samples):
         _, sh, sw = s["image"].shape
         image[i, :, :sh, :sw] = s["image"]
-        mask[i, :sh, :sw] = s["seg"]
+        mask[i, :sh, :sw] = s["mask"]
     return {
         "image": image,
-        "mask": map_labels(mask, stage),  # int64 once per batch
+        "mask": mask.long(),  # int64 once per batch
         "has_object": torch.tensor([s["has_object"] for s in samples], dtype=torch.bool),
         "source": [s["source"] for s in samples],
         "key": [s["key"] for s in samples],
@@ -346,10 +415,12 @@ class TrainStream(IterableDataset):
 
     def __init__(self, shards: list[str], *, stage: str, batch_size: int, crop_size: int, steps: int, seed: int,
                  rank: int, epoch: int, mix: dict[str, float] | None, augment: bool,
-                 all_shards: list[str], world_size: int):
-        self.shards, self.stage, self.batch_size, self.steps = shards, stage, batch_size, steps
+                 all_shards: list[str], world_size: int, focus_crops: float = 0.0):
+        self.shards, self.stage, self.batch_size, self.steps = shards, get_stage(stage), batch_size, steps
         self.seed, self.rank, self.epoch = seed, rank, epoch
-        self.transform = train_transform(crop_size, augment)
+        focus = [t for n, t in self.stage.target_ids.items() if n != "background" and n != self.stage.object_unlabelled]
+        self.transform = train_transform(crop_size, augment, flip_lut=self.stage.flip_lut, focus_crops=focus_crops,
+                                         focus=focus)
         self.sources = self._plan_mix(mix, all_shards, world_size) if mix else None
 
     def _plan_mix(self, mix: dict[str, float], all_shards: list[str], world_size: int) -> list[tuple[list[str], float]]:
@@ -384,11 +455,11 @@ class TrainStream(IterableDataset):
         batches = math.ceil(self.steps / num_workers)  # every worker cut to a fixed count; the loader trims
         batch: list[dict[str, Any]] = []
         for raw in samples:
-            s = decode_sample(raw)
-            s["image"], s["seg"] = apply_seeded(self.transform, s["image"], s["seg"], rng.getrandbits(63))
+            s = decode_sample(raw, self.stage)
+            s["image"], s["mask"] = apply_seeded(self.transform, s["image"], s["mask"], rng.getrandbits(63))
             batch.append(s)
             if len(batch) == self.batch_size:
-                yield collate(batch, self.stage)
+                yield collate(batch)
                 batch = []
                 batches -= 1
                 if batches == 0:
@@ -413,8 +484,7 @@ class FixedSteps:
 
 
 def _check_args(stage: str, batch_size: int, num_workers: int, rank: int, world_size: int) -> None:
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(STAGES)}")
+    get_stage(stage)
     if batch_size < 1 or num_workers < 0:
         raise ValueError(f"batch_size must be >= 1 and num_workers >= 0 (got {batch_size}, {num_workers})")
     if not 0 <= rank < world_size:
@@ -423,7 +493,7 @@ def _check_args(stage: str, batch_size: int, num_workers: int, rank: int, world_
 
 def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_size: int, num_workers: int,
                       steps: int, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 0,
-                      mix: dict[str, float] | None = None, augment: bool = True,
+                      mix: dict[str, float] | None = None, augment: bool = True, focus_crops: float = 0.0,
                       pin_memory: bool | None = None) -> FixedSteps:
     """Exactly ``steps`` training batches for this rank (see the module docstring)."""
     _check_args(stage, batch_size, num_workers, rank, world_size)
@@ -435,7 +505,7 @@ def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_si
         raise ValueError(f"steps must be >= 1 (got {steps})")
     stream = TrainStream(rank_shards(shards, rank, world_size), stage=stage, batch_size=batch_size,
                          crop_size=crop_size, steps=steps, seed=seed, rank=rank, epoch=epoch, mix=mix,
-                         augment=augment, all_shards=shards, world_size=world_size)
+                         augment=augment, all_shards=shards, world_size=world_size, focus_crops=focus_crops)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
                         worker_init_fn=_seed_worker(seed, rank, epoch) if num_workers else None,
                         generator=_loader_generator(seed, rank, epoch),
@@ -463,7 +533,7 @@ class EvalStream(IterableDataset):
     """This rank's shards, split over workers, each sample once, in file order."""
 
     def __init__(self, shards: list[str], *, stage: str, batch_size: int, max_side: int | None):
-        self.shards, self.stage, self.batch_size, self.max_side = shards, stage, batch_size, max_side
+        self.shards, self.stage, self.batch_size, self.max_side = shards, get_stage(stage), batch_size, max_side
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker, num_workers = _worker()
@@ -473,14 +543,14 @@ class EvalStream(IterableDataset):
         pipeline = wds.DataPipeline(wds.SimpleShardList(mine), wds.tarfile_to_samples())
         batch: list[dict[str, Any]] = []
         for raw in pipeline:
-            s = decode_sample(raw)
-            s["image"], s["seg"] = eval_resize(s["image"], s["seg"], self.max_side)
+            s = decode_sample(raw, self.stage)
+            s["image"], s["mask"] = eval_resize(s["image"], s["mask"], self.max_side)
             batch.append(s)
             if len(batch) == self.batch_size:
-                yield collate(batch, self.stage)
+                yield collate(batch)
                 batch = []
         if batch:
-            yield collate(batch, self.stage)
+            yield collate(batch)
 
 
 def make_eval_loader(shards: list[str], *, stage: str, batch_size: int, num_workers: int, rank: int = 0,

@@ -4,10 +4,14 @@ IoU is computed once from the summed matrix, never averaged over batches (a batc
 or empty batches). Under DDP each rank accumulates its own samples and ``reduce_`` sums the matrices in
 place, so every rank ends with the split's totals (the pitfall torchvision once had: reducing a copy).
 
-For a source whose ``labels.object`` is false, in the 3-class stage its "background" pixels may be objects:
-only hand vs not-hand is known there. When ``update`` is told ``has_object``, such samples count a predicted
-object as "not hand" (folded into background), so the overall matrix never charges the model for finding an
-object that the source simply did not label; their per-source report says only the hand IoU is meaningful.
+For a source whose ``labels.object`` is false, in a stage with an object class its "background" pixels may be
+objects: only hand vs not-hand is known there. When ``update`` is told ``has_object``, such samples count a
+predicted object as "not hand" (folded into background), so the overall matrix never charges the model for
+finding an object that the source simply did not label; their per-source report says only the hand IoUs are
+meaningful.
+
+With left and right hand classes the report adds ``left_right``: how many left-hand pixels were predicted right
+and vice versa (a model that ignores sides confuses about half of them).
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import torch.distributed as dist
 
 from hodata.schema import IGNORE
 
-DEFAULT_NAMES = {2: ["background", "hand"], 3: ["background", "hand", "object"]}
-HAND = 1
+DEFAULT_NAMES = {2: ["background", "hand"], 3: ["background", "hand", "object"],
+                 4: ["background", "left_hand", "right_hand", "object"]}
+NOT_HAND = ("background", "object")
 
 
 def _iou(mat: torch.Tensor) -> torch.Tensor:
@@ -46,8 +51,12 @@ def _num(x: float) -> float | None:
 class ConfusionMatrix:
     """Pixel counts ``mat[target, pred]`` over the split, plus one matrix per source."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, class_names: list[str] | None = None):
         self.num_classes = num_classes
+        self.names = list(class_names or DEFAULT_NAMES.get(num_classes) or map(str, range(num_classes)))
+        if len(self.names) != num_classes:
+            raise ValueError(f"{len(self.names)} class names for {num_classes} classes")
+        self.object_class = self.names.index("object") if "object" in self.names else None
         self.mat = torch.zeros((num_classes, num_classes), dtype=torch.int64)
         self.per_source: dict[str, torch.Tensor] = {}
         self.object_labels: dict[str, bool] = {}  # source -> annotates objects (when the caller told us)
@@ -65,10 +74,10 @@ class ConfusionMatrix:
             self.per_source = {k: v.to(pred.device) for k, v in self.per_source.items()}
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
-        if has_object is not None and c == 3:
+        if has_object is not None and self.object_class is not None:
             unlabelled = ~torch.as_tensor([bool(x) for x in has_object], device=pred.device)
             if unlabelled.any():  # objects unannotated here: only hand vs not-hand can be scored
-                fold = unlabelled.view(-1, 1, 1) & (pred == 2)
+                fold = unlabelled.view(-1, 1, 1) & (pred == self.object_class)
                 pred = torch.where(fold, torch.zeros_like(pred), pred)
         names = list(source) if source is not None else None
         if names is not None and len(names) != pred.shape[0]:
@@ -137,19 +146,21 @@ class ConfusionMatrix:
 
     def report(self, class_names: list[str] | None = None) -> dict[str, Any]:
         """JSON-able summary; ``confusion_matrix[target][pred]`` counts pixels."""
-        names = list(class_names or DEFAULT_NAMES.get(self.num_classes) or map(str, range(self.num_classes)))
+        names = list(class_names or self.names)
         if len(names) != self.num_classes:
             raise ValueError(f"{len(names)} class names for {self.num_classes} classes")
         out = {"classes": names, **self._summary(self.mat.cpu(), names), "per_source": {}}
+        if "left_hand" in names and "right_hand" in names:
+            out["left_right"] = left_right_confusion(self.mat.cpu(), names)
         labelled = torch.zeros_like(self.mat.cpu())
         partial_sources = []
         for src, mat in sorted(self.per_source.items()):
             entry = self._summary(mat.cpu(), names)
             obj = self.object_labels.get(src)
             entry["object_labels"] = obj
-            if self.num_classes > 2 and obj is False:
+            if "object" in names and obj is False:
                 partial_sources.append(src)
-                entry["meaningful"] = [names[HAND]]
+                entry["meaningful"] = [n for n in names if n not in NOT_HAND]
                 entry["mean_iou"] = None
                 entry["note"] = "source does not annotate objects: only the hand IoU is meaningful"
             else:
@@ -161,6 +172,25 @@ class ConfusionMatrix:
             out["object_labelled"] = {"sources": sorted(set(self.per_source) - set(partial_sources)),
                                       **self._summary(labelled, names)}
         return out
+
+
+def left_right_confusion(mat: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """Left/right hand confusion from a confusion matrix (rows target, columns prediction)."""
+    m = mat.double()
+    left, right = names.index("left_hand"), names.index("right_hand")
+    iou = _iou(mat)
+    hands = [left, right]
+    either = m[hands][:, hands].sum()  # hand pixels predicted as a hand of either side
+    union = m[hands].sum() + m[:, hands].sum() - either
+    out = {
+        "left_pixels": int(m[left].sum()), "right_pixels": int(m[right].sum()),
+        "left_as_right": int(m[left, right]), "right_as_left": int(m[right, left]),
+        "iou_left": _num(float(iou[left])), "iou_right": _num(float(iou[right])),
+        "iou_hand_either_side": _num(float(either / union)) if union > 0 else None,
+    }
+    hand_hits = m[left, hands].sum() + m[right, hands].sum()
+    out["side_error_rate"] = _num(float((m[left, right] + m[right, left]) / hand_hits)) if hand_hits > 0 else None
+    return out
 
 
 # ------------------------------------------------------------------------------------------ plots

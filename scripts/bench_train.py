@@ -2,7 +2,8 @@
 
 hotrain's step: uint8 images and int64 masks go to the device as they come from the loader, are normalised
 there (hotrain.data.normalize), the model runs channels_last under bf16 autocast (on a GPU; fp32 on a CPU,
-where bf16 is slower) and the loss is hotrain.losses.total_loss.
+where bf16 is slower) and the loss is hotrain.losses.total_loss (partial-label cross-entropy plus the recipe's
+Dice term).
 Baseline (torchvision references/segmentation style): float32 images normalised beforehand on the CPU (as its
 loader workers do; that CPU time is NOT counted, which favours the baseline), copied to the device, fp32
 model in the default memory format, cross-entropy with ignore_index 255.
@@ -23,6 +24,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from hotrain.config import DEFAULTS
 from hotrain.data import normalize
 from hotrain.losses import total_loss
 from hotrain.model import MODELS, build_model
@@ -73,7 +75,7 @@ def project(args, device, batches) -> float:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
             out = net(x)
         loss = total_loss({k: v.float() for k, v in out.items()}, mask.to(device, non_blocking=True), has_object,
-                          stage)
+                          stage, dice_weight=args.dice_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -114,6 +116,8 @@ def main() -> None:
     p.add_argument("--classes", type=int, default=3, choices=[2, 3])
     p.add_argument("--aux", action="store_true", help="with the auxiliary head (both sides)")
     p.add_argument("--compile", action="store_true", help="torch.compile hotrain's model")
+    p.add_argument("--dice-weight", type=float, default=DEFAULTS["dice_weight"],
+                   help="hotrain's Dice term, as in the default recipe (the baseline has none)")
     p.add_argument("--device", default="cuda" if cuda else "cpu")
     args = p.parse_args()
     device = torch.device(args.device)

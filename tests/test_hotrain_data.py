@@ -21,7 +21,8 @@ from scipy.ndimage import maximum_filter, minimum_filter
 
 from hodata.errors import DataError
 from hodata.schema import encode_seg, make_key
-from hotrain.data import (STAGES, list_shards, make_eval_loader, make_train_loader, map_labels, normalize,
+from hotrain.stages import STAGES
+from hotrain.data import (list_shards, make_eval_loader, make_train_loader, map_labels, normalize,
                           parse_mix, parse_shard_name, rank_shards)
 
 RED, BLUE, GREY = (220, 30, 30), (30, 30, 220), (110, 110, 110)
@@ -125,7 +126,8 @@ def test_map_labels_and_normalize():
     seg = torch.tensor([[0, 1, 2, 255]], dtype=torch.uint8)
     assert map_labels(seg, "hand").tolist() == [[0, 1, 0, 255]]
     assert map_labels(seg, "handobj").tolist() == [[0, 1, 2, 255]]
-    assert map_labels(seg, "hand").dtype == torch.int64 and STAGES == {"hand": 2, "handobj": 3}
+    assert map_labels(seg, "hand").dtype == torch.int64
+    assert {n: s.num_classes for n, s in STAGES.items()} == {"hand": 2, "handobj": 3, "sides": 4}
     with pytest.raises(ValueError, match="unknown stage"):
         map_labels(seg, "objects")
     img = torch.full((2, 3, 2, 2), 255, dtype=torch.uint8)
@@ -276,3 +278,110 @@ def test_eval_each_sample_once_over_two_ranks_with_padding(shards):
     assert set(torch.cat([b["mask"].flatten() for b in small]).unique().tolist()) <= {0, 1, 255}
     assert list(make_eval_loader(shards["val"][:1], stage="hand", batch_size=2, num_workers=0, rank=1,
                                  world_size=2)) == []
+
+
+# ------------------------------------------------------------------------------------------ sides
+
+
+LEFT_RED, RIGHT_GREEN = (230, 40, 40), (40, 220, 40)
+
+
+def write_sides_shard(path: Path, n: int, *, schema2: bool = True, size=(64, 48), seed: int = 0) -> str:
+    """hodata/2 samples: a red left hand in the left half, a green right hand in the right half, a blue object;
+    ``schema2=False`` writes the same frames as hodata/1 (no inst.png, no instances)."""
+    from hodata.schema import instance
+
+    rng = np.random.default_rng(seed)
+    w, h = size
+    with wds.TarWriter(str(path), encoder=False) as tw:
+        for i in range(n):
+            img = np.full((h, w, 3), GREY, np.uint8)
+            seg = np.zeros((h, w), np.uint8)
+            inst = np.zeros((h, w), np.uint8)
+            for k, (colour, x0) in enumerate(((LEFT_RED, rng.integers(2, w // 2 - 16)),
+                                              (RIGHT_GREEN, rng.integers(w // 2 + 2, w - 16)))):
+                y0 = rng.integers(4, h - 20)
+                img[y0:y0 + 16, x0:x0 + 12] = colour
+                seg[y0:y0 + 16, x0:x0 + 12] = 1
+                inst[y0:y0 + 16, x0:x0 + 12] = k + 1
+            img[2:6, w // 2 - 2:w // 2 + 2] = BLUE
+            seg[2:6, w // 2 - 2:w // 2 + 2] = 2
+            inst[2:6, w // 2 - 2:w // 2 + 2] = 3
+            meta = {"schema": "hodata/2" if schema2 else "hodata/1", "source": "ego", "split": "train",
+                    "sequence": "s0", "frame": f"{i:04d}", "width": w, "height": h,
+                    "labels": {"hand": True, "object": True, "sides": schema2}}
+            sample = {"__key__": make_key("ego", "train", "s0", f"{i:04d}"),
+                      "png": cv2.imencode(".png", img[..., ::-1])[1].tobytes(), "seg.png": encode_seg(seg)}
+            if schema2:
+                meta["instances"] = [instance(1, "hand", "left"), instance(2, "hand", "right"),
+                                     instance(3, "object", name="cup")]
+                sample["inst.png"] = encode_seg(inst)
+            sample["json"] = json.dumps(meta).encode()
+            tw.write(sample)
+    return str(path)
+
+
+def test_horizontal_flip_swaps_left_and_right_at_pixel_level():
+    from torchvision import tv_tensors
+
+    from hotrain.data import HorizontalFlip
+
+    st = STAGES["sides"]
+    mask = torch.zeros(1, 6, 8, dtype=torch.uint8)
+    mask[0, 2:4, 0:2] = 1  # a left hand on the left
+    mask[0, 1, 7] = 2  # a right hand pixel at the right edge
+    mask[0, 5, 1] = 4  # a hand of unknown side
+    mask[0, 0, 3] = 255
+    img = torch.zeros(3, 6, 8, dtype=torch.uint8)
+    img[0][mask[0] == 1] = 200
+    out_img, out = HorizontalFlip(p=1.0, mask_lut=st.flip_lut)(tv_tensors.Image(img), tv_tensors.Mask(mask))
+    assert (out[0, 2:4, 6:8] == 2).all()  # the same pixels, moved right, now a right hand
+    assert (out_img[0, 2:4, 6:8] == 200).all() and out[0, 1, 0] == 1 and out[0, 5, 6] == 4 and out[0, 0, 4] == 255
+    assert int((out == 1).sum()) == 1 and int((out == 2).sum()) == 4
+    # without a lookup (hand / handobj stages) it is torchvision's flip
+    _, plain = HorizontalFlip(p=1.0)(tv_tensors.Image(img), tv_tensors.Mask(mask))
+    assert torch.equal(plain, mask.flip(-1))
+
+
+def test_sides_batches_keep_left_hands_left_through_augmentation(tmp_path):
+    shard = write_sides_shard(tmp_path / "ego-train-000000.tar", 6)
+    flipped = 0
+    for b in make_train_loader([shard], stage="sides", batch_size=3, crop_size=48, num_workers=0, steps=8, seed=1):
+        for img, mask in zip(b["image"].numpy(), b["mask"].numpy()):
+            left, right = np.nonzero(mask == 1), np.nonzero(mask == 2)
+            assert set(np.unique(mask)) <= {0, 1, 2, 3, 255}
+            if len(left[1]) and len(right[1]):
+                assert left[1].mean() < right[1].mean()  # whatever the flip did, the left hand is on the left
+            red = labels_of(img) == 1  # red-ish pixels: the originally left hand (labels_of: r > b + 60)
+            green = (img[1].astype(int) > img[0].astype(int) + 60) & (mask != 255)
+            if red.any() and green.any():
+                interior = minimum_filter(mask, 3) == maximum_filter(mask, 3)
+                red_label = np.bincount(mask[red & interior], minlength=256).argmax()
+                flipped += int(red_label == 2)  # the red hand is labelled right exactly when it was mirrored
+    assert flipped > 0
+    # a hodata/1 shard (no inst.png): every hand pixel is a hand of unknown side (the "hand" label set)
+    old = write_sides_shard(tmp_path / "ego-val-000000.tar", 2, schema2=False)
+    batch = next(iter(make_eval_loader([old], stage="sides", batch_size=2, num_workers=0)))
+    assert set(np.unique(batch["mask"].numpy())) == {0, 3, 4}
+
+
+def test_focus_crops_centre_on_small_labelled_regions(tmp_path):
+    path = tmp_path / "tiny-train-000000.tar"
+    with wds.TarWriter(str(path), encoder=False) as tw:  # 96x96 frames, one 4x4 object each, nothing else
+        for i in range(4):
+            img, seg = np.full((96, 96, 3), GREY, np.uint8), np.zeros((96, 96), np.uint8)
+            y, x = 10 + 20 * i, 80 - 20 * i
+            img[y:y + 4, x:x + 4], seg[y:y + 4, x:x + 4] = BLUE, 2
+            meta = {"schema": "hodata/1", "source": "tiny", "split": "train", "labels": {"hand": True, "object": True}}
+            tw.write({"__key__": make_key("tiny", "train", "s0", f"{i:04d}"), "json": json.dumps(meta).encode(),
+                      "png": cv2.imencode(".png", img)[1].tobytes(), "seg.png": encode_seg(seg)})
+    kw = dict(stage="handobj", batch_size=4, crop_size=24, num_workers=0, steps=10, seed=0, augment=False)
+
+    def crops_with_object(focus: float) -> float:
+        masks = torch.cat([b["mask"] for b in make_train_loader([str(path)], focus_crops=focus, **kw)])
+        return float((masks == 2).flatten(1).any(1).float().mean())
+
+    assert crops_with_object(0.0) < 0.3 and crops_with_object(1.0) == 1.0
+    half = [b["mask"] for b in make_train_loader([str(path)], focus_crops=0.5, **kw)]
+    again = [b["mask"] for b in make_train_loader([str(path)], focus_crops=0.5, **kw)]
+    assert all(torch.equal(a, b) for a, b in zip(half, again))  # reproducible like any other crop

@@ -78,3 +78,83 @@ def test_total_loss_aux_weight_resize_and_checks():
         segmentation_loss(out, mask, has, "handobj")
     with pytest.raises(ValueError, match="unknown stage"):
         segmentation_loss(out, mask, has, "obj")
+
+
+# ------------------------------------------------------------------------------------------ sides stage
+
+
+def test_sides_unknown_side_and_unlabelled_objects_are_marginals():
+    from hotrain.stages import STAGES
+
+    sides = STAGES["sides"]
+    # pixels: left hand, hand of unknown side (target 4), background, object
+    logits = torch.tensor([[[[0.5, 1.0, 2.0, -1.0]], [[2.0, 0.3, -0.5, 0.0]], [[1.0, 1.5, 0.0, 0.2]],
+                            [[-0.3, 0.0, 1.0, 3.0]]]])  # (1, 4, 1, 4): bg, left, right, object rows
+    mask = torch.tensor([[[1, 4, 0, 3]]])
+    lz = torch.logsumexp(logits[0, :, 0], 0)  # per pixel
+    lg = logits[0, :, 0]
+
+    def loss(has_object):
+        return segmentation_loss(logits, mask, torch.tensor([has_object]), sides).item()
+
+    left = -(lg[1, 0] - lz[0])
+    unknown = -(torch.logaddexp(lg[1, 1], lg[2, 1]) - lz[1])  # -log(p_left + p_right)
+    obj = -(lg[3, 3] - lz[3])
+    bg_full = -(lg[0, 2] - lz[2])
+    bg_partial = -(torch.logaddexp(lg[0, 2], lg[3, 2]) - lz[2])  # -log(p_bg + p_obj)
+    assert loss(True) == pytest.approx(float(left + unknown + bg_full + obj) / 4, rel=1e-6)
+    assert loss(False) == pytest.approx(float(left + unknown + bg_partial + obj) / 4, rel=1e-6)
+    # the unknown-side term does not care how the hand mass splits between left and right
+    swapped = logits.clone()
+    swapped[0, 1, 0, 1], swapped[0, 2, 0, 1] = logits[0, 2, 0, 1], logits[0, 1, 0, 1]
+    assert segmentation_loss(swapped, mask, torch.tensor([True]), sides).item() == pytest.approx(loss(True), rel=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ imbalance options
+
+
+def test_imbalance_options_off_is_plain_ce_and_on_keep_the_partial_label_meaning():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 3, 6, 6)
+    mask = torch.randint(0, 3, (2, 6, 6))
+    mask[1, 0] = 255
+    has = torch.tensor([True, False])
+    plain = segmentation_loss(logits, mask, has, "handobj")
+    same = segmentation_loss(logits, mask, has, "handobj", class_balance=False, ohem=0.0, dice_weight=0.0)
+    assert plain.item() == same.item()
+    # OHEM with the whole batch kept is the plain loss; with a fraction it averages the hardest pixels only
+    assert segmentation_loss(logits, mask, has, "handobj", ohem=0.999).item() == pytest.approx(plain.item(), rel=2e-2)
+    per_pixel = F.cross_entropy(logits, mask, ignore_index=255, reduction="none")
+    marginal = torch.logsumexp(logits, 1) - torch.logaddexp(logits[:, 0], logits[:, 2])
+    per_pixel = torch.where((mask == 0) & ~has.view(-1, 1, 1), marginal, per_pixel)[mask != 255]
+    k = int(0.25 * per_pixel.numel())
+    assert segmentation_loss(logits, mask, has, "handobj", ohem=0.25).item() == pytest.approx(
+        per_pixel.topk(k).values.mean().item(), rel=1e-5)
+    # class balance: a weighted mean, rare classes weigh more
+    bal = segmentation_loss(logits, mask, has, "handobj", class_balance=True)
+    assert torch.isfinite(bal) and bal.item() != pytest.approx(plain.item())
+
+
+def test_dice_term_ignores_what_partial_labels_do_not_say():
+    from hotrain.losses import soft_dice_loss
+    from hotrain.losses import allowed_targets
+    from hotrain.stages import STAGES
+
+    st = STAGES["handobj"]
+    torch.manual_seed(3)
+    logits = torch.randn(1, 3, 4, 4)
+    mask = torch.zeros(1, 4, 4, dtype=torch.long)
+    mask[0, :2] = 1  # hand on top, "not hand" below in a source without object labels
+    target = allowed_targets(mask, torch.tensor([False]), st)
+    valid = target != 255
+    base = soft_dice_loss(logits, target, valid, st)
+    # raising the object logit where the source says only "not hand" leaves the object Dice term as it was
+    # (no object pixel is known there); it changes the hand term only through p_hand
+    other = logits.clone()
+    other[0, 2, 2:] += 5.0
+    p_hand = torch.softmax(logits, 1)[0, 1, 2:]  # keep p_hand: solve its logit against the new bg/object logits
+    other[0, 1, 2:] = torch.log(p_hand / (1 - p_hand)) + torch.logaddexp(other[0, 0, 2:], other[0, 2, 2:])
+    assert soft_dice_loss(other, target, valid, st).item() == pytest.approx(base.item(), abs=1e-5)
+    # with object labels the same change is an object false positive and costs
+    full = allowed_targets(mask, torch.tensor([True]), st)
+    assert soft_dice_loss(other, full, valid, st) > soft_dice_loss(logits, full, valid, st)

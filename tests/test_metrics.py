@@ -115,3 +115,21 @@ def test_predicted_objects_in_hand_only_sources_count_as_not_hand():
     assert cm.mat[0, 2] == 1  # only ho3d's wrong object counts against background
     assert cm.mat[0, 0] == 3 and cm.mat[2, 2] == 1
     assert cm.per_source["egohands"][0, 0] == 2 and cm.per_source["egohands"][:, 2].sum() == 0
+
+
+def test_sides_report_left_right_confusion_and_object_folding():
+    # targets: 0 bg, 1 left, 2 right, 3 object
+    target = torch.tensor([[[1, 1, 1, 1, 2, 2, 0, 3]], [[1, 2, 0, 0, 0, 0, 0, 0]]])
+    pred = torch.tensor([[[1, 1, 2, 0, 2, 1, 0, 3]], [[1, 2, 3, 0, 0, 0, 0, 0]]])
+    cm = ConfusionMatrix(4)
+    cm.update(pred, target, ["ego", "fh"], torch.tensor([True, False]))
+    rep = cm.report()
+    assert rep["classes"] == ["background", "left_hand", "right_hand", "object"]
+    lr = rep["left_right"]
+    assert lr["left_pixels"] == 5 and lr["right_pixels"] == 3
+    assert lr["left_as_right"] == 1 and lr["right_as_left"] == 1
+    assert lr["iou_left"] == pytest.approx(3 / 6) and lr["iou_right"] == pytest.approx(2 / 4)
+    assert lr["side_error_rate"] == pytest.approx(2 / 7)  # of the 7 hand pixels found as a hand, 2 wrong side
+    assert lr["iou_hand_either_side"] == pytest.approx(7 / 8)
+    # fh labels no objects: its predicted object counts as background, and only its hand IoUs mean something
+    assert cm.per_source["fh"][0, 3] == 0 and rep["per_source"]["fh"]["meaningful"] == ["left_hand", "right_hand"]
