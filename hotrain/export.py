@@ -54,15 +54,12 @@ from typing import Any, Callable
 import numpy as np
 
 from hodata.errors import DataError
+from hotrain.stages import STAGES, flip_swap_permutation
 
 # Class names a checkpoint may carry in ``ckpt["classes"]``.
 KNOWN_CLASSES = ("background", "hand", "left_hand", "right_hand", "object")
 # What a checkpoint without ``classes`` holds, by its stage (older checkpoints store only the config).
-STAGE_CLASSES = {
-    "hand": ["background", "hand"],
-    "handobj": ["background", "hand", "object"],
-    "sides": ["background", "left_hand", "right_hand", "object"],
-}
+STAGE_CLASSES = {name: list(stage.classes) for name, stage in STAGES.items()}
 _CLASSES_BY_COUNT = {len(v): v for v in STAGE_CLASSES.values()}
 
 
@@ -87,11 +84,8 @@ def has_sides(classes: list[str]) -> bool:
     return "left_hand" in classes and "right_hand" in classes
 
 
-def flip_permutation(classes: list[str]) -> list[int]:
-    """Output channel order of a mirrored frame's prediction seen unmirrored: left_hand <-> right_hand."""
-    swap = {"left_hand": "right_hand", "right_hand": "left_hand"}
-    index = {c: i for i, c in enumerate(classes)}
-    return [index.get(swap.get(c, c), i) for i, c in enumerate(classes)]
+# Output channel order of a mirrored frame's prediction seen unmirrored (left_hand <-> right_hand).
+flip_permutation = flip_swap_permutation
 
 
 Placer = Callable[[Path], "tuple[Path, Path] | None"]
