@@ -77,6 +77,7 @@ FACTS = manifests.load("visor.json")
 FRAME_SIZE = tuple(FACTS["frame_size"])  # (width, height) every sparse polygon assumes
 GLOVE_NAMES = frozenset(FACTS["hos_glove_names"])
 DEFAULT_CORRECTIONS = manifests.path("visor_corrections.json")
+PACKAGED = "packaged"  # --visor-corrections value naming DEFAULT_CORRECTIONS
 HAND_SIDES = {"left hand": "left", "right hand": "right"}
 ON_HAND_WORDS = HAND_SIDES | {"rigth hand": "right"}  # a misspelling the release has inside on_which_hand
 UNSURE_CONTACTS = ("none-of-the-above", "inconclusive")
@@ -376,7 +377,7 @@ def load_corrections(value: Any) -> tuple[dict[str, dict[str, str]], dict[str, A
     """The corrections option -> ({frame name: {hand name: id}}, what was read, for the manifest)."""
     if value is None or str(value) == "none":
         return {}, {"file": None, "entries": 0}
-    path = Path(value)
+    path = DEFAULT_CORRECTIONS if str(value) == PACKAGED else Path(value)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -384,7 +385,8 @@ def load_corrections(value: Any) -> tuple[dict[str, dict[str, str]], dict[str, A
     if not isinstance(data, dict) or not all(isinstance(v, dict) for k, v in data.items() if not k.startswith("_")):
         raise DataError("corrections must be a JSON object {frame name: {hand name: mask id}}", path)
     fixes = {k: {str(h): str(i) for h, i in v.items()} for k, v in data.items() if not k.startswith("_")}
-    return fixes, {"file": str(path), "sha256": file_digest(path)["sha256"], "entries": len(fixes)}
+    shown = "packaged: hodata/manifests/visor_corrections.json" if path == DEFAULT_CORRECTIONS else str(path)
+    return fixes, {"file": shown, "sha256": file_digest(path)["sha256"], "entries": len(fixes)}
 
 
 def read_video_json(path: Path) -> list:
@@ -411,9 +413,9 @@ class VISORSource(Source):
     name = "visor"
     LICENCE = "CC BY-NC 4.0"
     OPTIONS = (
-        Option("visor_corrections", click.Path(path_type=Path, dir_okay=False), DEFAULT_CORRECTIONS,
-               help="Contact corrections {frame: {hand: mask id}} applied before mapping (default: the 11 "
-                    "VISOR-HOS fixes); 'none' for none."),
+        Option("visor_corrections", click.Path(path_type=Path, dir_okay=False), Path(PACKAGED),
+               help="Contact corrections {frame: {hand: mask id}} applied before mapping; 'packaged': the 11 "
+                    "VISOR-HOS fixes shipped with hodata (manifests/visor_corrections.json); 'none' for none."),
     )
 
     def __init__(self, root, options: dict[str, Any] | None = None):
