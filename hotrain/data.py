@@ -6,9 +6,10 @@ Training (:func:`make_train_loader`): each DDP rank takes its own disjoint slice
 (``shards[rank::world_size]``); every DataLoader worker resamples shards from that slice with its own seed
 (so no worker is ever left without data) and is cut to a fixed number of batches, so every rank yields
 exactly ``steps`` batches and no collective waits on a rank that ran dry. Per-source weights (``mix``) draw
-from one resampled stream per source. Augmentation is seeded per sample from the stream's own RNG (the
-global torch RNG of the training process is left alone), so a run is reproducible for a given
-(seed, rank, world_size, epoch, num_workers).
+from one resampled stream per source. Augmentation (:mod:`hotrain.augment`: the crop taken before the resize,
+a JPEG decoded at the size the crop needs, flip and colour jitter in the same pass) is seeded per sample from the
+stream's own RNG (the global torch RNG of the training process is left alone), so a run is reproducible for a
+given (seed, rank, world_size, epoch, num_workers).
 
 Evaluation (:func:`make_eval_loader`): every sample exactly once over all ranks and workers, in a fixed
 order, no augmentation; images of different sizes are padded to the batch maximum (image 0, mask 255).
@@ -34,21 +35,22 @@ from collections import defaultdict
 from itertools import islice
 from typing import Any, Iterable, Iterator
 
+import cv2
+import numpy as np
 import torch
 import webdataset as wds
 from webdataset.shardlists import expand_urls  # brace patterns ({000..009}), '::' lists
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from hodata.errors import DataError
 from hodata.schema import IGNORE, decode_inst, decode_seg, side_label_map
+from hotrain.augment import SCALE_RANGE, TrainAugment  # noqa: F401 (SCALE_RANGE re-exported)
 from hotrain.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 (re-exported)
 from hotrain.stages import Stage, get_stage
 
 SHUFFLE_BUFFER = 256  # samples held per worker for shuffling (a few hundred uint8 frames: modest memory)
-SCALE_RANGE = (0.75, 1.5)  # scale jitter: shorter side = crop_size * U(SCALE_RANGE)
 
 # <source>-<split>-NNNNNN.tar (hodata.shards.shard_name); the split holds no '-', the source may.
 _SHARD_NAME = re.compile(r"(?P<source>[^\s/]+)-(?P<split>[^\s/-]+)-(?P<index>\d+)\.tar$")
@@ -127,12 +129,12 @@ def map_labels(stored: torch.Tensor, stage: str | Stage) -> torch.Tensor:
     return lut[stored.long()].long()
 
 
-def stage_targets(sample: dict[str, Any], seg: Any, meta: dict[str, Any], stage: Stage) -> torch.Tensor:
+def stage_targets(sample: dict[str, Any], seg: np.ndarray, meta: dict[str, Any], stage: Stage) -> np.ndarray:
     """The stage's uint8 target map of one decoded sample (class ids, label-set ids, 255)."""
     if stage.labels == "sides":  # hodata/1 (no inst.png): every hand pixel of unknown side
         inst = decode_inst(sample["inst.png"]) if "inst.png" in sample else None
         seg = side_label_map(seg, inst, meta.get("instances"))
-    return torch.from_numpy(stage.target_lut[seg])
+    return cv2.LUT(np.ascontiguousarray(seg, dtype=np.uint8), stage.target_lut)  # ~15x numpy's fancy indexing
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -147,20 +149,25 @@ def _decode_rgb(data: bytes) -> torch.Tensor:
         return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
+def _members(sample: dict[str, Any]) -> tuple[bytes, dict[str, Any]]:
+    """The image bytes and the parsed json of a sample that has jpg|png, seg.png and json."""
+    data = sample.get("jpg", sample.get("png"))
+    if data is None or "seg.png" not in sample or "json" not in sample:
+        raise ValueError(f"needs jpg|png, seg.png and json; has {sorted(k for k in sample if not k.startswith('__'))}")
+    return data, json.loads(sample["json"])
+
+
 def decode_sample(sample: dict[str, Any], stage: str | Stage) -> dict[str, Any]:
     """Raw tar members -> ``image`` uint8 (3, H, W), ``mask`` uint8 (H, W) of the stage's targets, ``source``,
     ``has_object`` (the source annotates objects), ``key``."""
     key, url = sample.get("__key__", "?"), sample.get("__url__")
     try:
-        data = sample.get("jpg", sample.get("png"))
-        if data is None or "seg.png" not in sample or "json" not in sample:
-            raise ValueError(f"needs jpg|png, seg.png and json; has {sorted(k for k in sample if not k.startswith('__'))}")
+        data, meta = _members(sample)
         image = _decode_rgb(data)
         seg = decode_seg(sample["seg.png"])
-        meta = json.loads(sample["json"])
         if tuple(seg.shape) != tuple(image.shape[1:]):
             raise ValueError(f"seg.png is {tuple(seg.shape)}, image is {tuple(image.shape[1:])}")
-        mask = stage_targets(sample, seg, meta, get_stage(stage))
+        mask = torch.from_numpy(stage_targets(sample, seg, meta, get_stage(stage)))
     except DataError:
         raise
     except Exception as e:  # one line naming the shard and the sample
@@ -172,156 +179,36 @@ def decode_sample(sample: dict[str, Any], stage: str | Stage) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ augmentation
 
 
-_GRAY = torch.tensor([0.299, 0.587, 0.114])  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
-_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
-_YIQ_INV = torch.linalg.inv(_YIQ)
-
-
-class LinearColorJitter(v2.Transform):
-    """Brightness, contrast, saturation and hue jitter of uint8 images as ONE 3x3 colour matrix + offset.
-
-    ``v2.ColorJitter`` on uint8 costs ~100 ms per 480x480 frame on one core (hue goes through HSV in
-    float; each other factor is a separate float round trip), far more than decoding and resizing together.
-    Brightness, contrast and saturation are linear in RGB; hue is done as a rotation of the chroma plane
-    in YIQ space (as NVIDIA DALI does), also linear, so all four fold into one matrix applied in a single
-    float pass (~5 ms). Brightness, contrast and saturation match torchvision's to +-1 level; the YIQ hue
-    turn is a close relative of the HSV one, not the same values. Factors are drawn like ``v2.ColorJitter``'s, from the global torch RNG.
-    Masks and other inputs pass through untouched.
-    """
-
-    _transformed_types = (tv_tensors.Image,)
-
-    def __init__(self, brightness: float = 0.0, contrast: float = 0.0, saturation: float = 0.0, hue: float = 0.0):
-        super().__init__()
-        if not 0 <= hue <= 0.5:
-            raise ValueError(f"hue jitter must be in [0, 0.5], got {hue}")
-        self.ranges = {"brightness": (max(0.0, 1 - brightness), 1 + brightness),
-                       "contrast": (max(0.0, 1 - contrast), 1 + contrast),
-                       "saturation": (max(0.0, 1 - saturation), 1 + saturation), "hue": (-hue, hue)}
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, float]:
-        return {k: float(torch.empty(1).uniform_(lo, hi)) for k, (lo, hi) in self.ranges.items()}
-
-    @staticmethod
-    def colour_matrix(brightness: float, contrast: float, saturation: float, hue: float) -> torch.Tensor:
-        """The 3x3 matrix of saturation and hue (brightness and contrast scale it, see ``transform``)."""
-        sat = saturation * torch.eye(3) + (1 - saturation) * torch.ones(3, 1) * _GRAY
-        theta = -2 * math.pi * hue  # a fraction of a full turn, in the direction of torchvision's HSV shift
-        cos, sin = math.cos(theta), math.sin(theta)
-        rot = torch.tensor([[1.0, 0.0, 0.0], [0.0, cos, -sin], [0.0, sin, cos]])
-        return _YIQ_INV @ rot @ _YIQ @ sat
-
-    def transform(self, inpt: Any, params: dict[str, float]) -> Any:
-        x = inpt.as_subclass(torch.Tensor)
-        if x.dtype != torch.uint8 or x.shape[-3] != 3:
-            raise ValueError(f"LinearColorJitter needs uint8 RGB (..., 3, H, W), got {x.dtype} {tuple(x.shape)}")
-        flat = x.reshape(-1, 3, x.shape[-2] * x.shape[-1]).float()
-        b, c = params["brightness"], params["contrast"]
-        # contrast blends towards the mean grey level of the brightened image; saturation and hue keep grey
-        grey_mean = (flat.mean(-1) @ _GRAY) * b  # (N,)
-        matrix = self.colour_matrix(**params) * (c * b)
-        offset = ((1 - c) * grey_mean).view(-1, 1, 1)
-        out = torch.matmul(matrix, flat).add_(offset).clamp_(0, 255).round_().to(torch.uint8)
-        return tv_tensors.wrap(out.view_as(x), like=inpt)
-
-
-class HorizontalFlip(v2.RandomHorizontalFlip):
-    """``v2.RandomHorizontalFlip`` that also relabels mask classes which mirror into each other.
-
-    A left hand seen in a mirror is a right hand: with ``mask_lut`` (:attr:`hotrain.stages.Stage.flip_lut`) a
-    flipped mask's values are mapped through it. The random draw is the parent's, so without a lookup this is
-    exactly ``v2.RandomHorizontalFlip``.
-    """
-
-    def __init__(self, p: float = 0.5, mask_lut: Any = None):
-        super().__init__(p)
-        self.mask_lut = None if mask_lut is None else torch.as_tensor(mask_lut, dtype=torch.uint8)
-
-    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        out = super().transform(inpt, params)
-        if self.mask_lut is not None and isinstance(inpt, tv_tensors.Mask):
-            out = tv_tensors.wrap(self.mask_lut[out.as_subclass(torch.Tensor).long()], like=out)
-        return out
-
-
-class FocusCrop(v2.RandomCrop):
-    """``v2.RandomCrop`` (padding as needed) that, with probability ``p``, places the crop over a labelled pixel.
-
-    The pixel is drawn in two steps, first one of the labelled values present in the mask (``focus``, e.g.
-    hand and object) with equal chances, then one of its pixels, so a class covering 1 % of the frame is
-    seen as often as one covering 30 %; the crop's offset around it is uniform. Small, rare objects then
-    appear in far more crops than uniform crops give them (foreground oversampling, as nnU-Net does).
-    """
-
-    def __init__(self, size: int, *, p: float, focus: list[int], fill: dict):
-        super().__init__(size, pad_if_needed=True, fill=fill)
-        self.p, self.focus = float(p), torch.tensor(sorted(focus), dtype=torch.uint8)
-
-    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
-        params = super().make_params(flat_inputs)
-        if float(torch.rand(())) >= self.p:
-            return params
-        mask = next((x for x in flat_inputs if isinstance(x, tv_tensors.Mask)), None)
-        if mask is None:
-            return params
-        m = mask.as_subclass(torch.Tensor)
-        present = [int(v) for v in self.focus if (m == v).any()]
-        if not present:
-            return params
-        value = present[int(torch.randint(len(present), ()))]
-        ys, xs = torch.nonzero(m == value, as_tuple=True)
-        i = int(torch.randint(len(ys), ()))
-        pad_left, pad_top, pad_right, pad_bottom = params["padding"]
-        h, w = m.shape[-2] + pad_top + pad_bottom, m.shape[-1] + pad_left + pad_right
-        ch, cw = params["height"], params["width"]
-        top = self._offset(int(ys[i]) + pad_top, ch, h)
-        left = self._offset(int(xs[i]) + pad_left, cw, w)
-        return params | {"top": top, "left": left, "needs_crop": h > ch or w > cw}
-
-    @staticmethod
-    def _offset(at: int, crop: int, size: int) -> int:
-        """A uniform crop start in [0, size - crop] whose window [start, start + crop) contains ``at``."""
-        lo, hi = max(0, at - crop + 1), min(at, size - crop)
-        return lo + int(torch.randint(hi - lo + 1, ()))
-
-
-def train_transform(crop_size: int, augment: bool = True, flip_lut: Any = None, focus_crops: float = 0.0,
-                    focus: list[int] | None = None) -> v2.Transform:
-    """Joint image+mask transform; masks are resized nearest and padded with 255, images padded with 0.
-    ``flip_lut``: what each mask value becomes in a mirrored image (left <-> right hand), if anything swaps;
-    ``focus_crops``: the share of crops placed over a pixel whose value is in ``focus`` (:class:`FocusCrop`)."""
-    fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE}
-    if focus_crops > 0 and focus:
-        crop = FocusCrop(crop_size, p=focus_crops, focus=focus, fill=fill)
-    else:
-        crop = v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill)
-    if not augment:  # still a fixed-size crop so batches stack
-        return v2.Compose([crop])
-    lo, hi = (max(1, round(crop_size * s)) for s in SCALE_RANGE)
-    return v2.Compose([
-        v2.RandomResize(lo, hi + 1, antialias=True),
-        crop,
-        HorizontalFlip(mask_lut=flip_lut),
-        LinearColorJitter(brightness=0.3, contrast=0.3, saturation=0.3, hue=0.03),
-    ])
-
-
-def apply_seeded(transform: v2.Transform, image: torch.Tensor, seg: torch.Tensor, seed: int):
-    """Run a transforms-v2 pipeline with its random draws seeded by ``seed``, restoring the global CPU RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)  # CPU only: CUDA generators are never touched
-        img, mask = transform(tv_tensors.Image(image), tv_tensors.Mask(seg))
-    return img.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+def train_sample(sample: dict[str, Any], stage: Stage, augment: TrainAugment, seed: int) -> dict[str, Any]:
+    """Raw tar members -> one augmented training sample (as :func:`decode_sample`, cropped to ``augment.crop``):
+    the label map is decoded and mapped first, the image decoded at the size the crop needs
+    (:mod:`hotrain.augment`)."""
+    key, url = sample.get("__key__", "?"), sample.get("__url__")
+    try:
+        data, meta = _members(sample)
+        mask = stage_targets(sample, decode_seg(sample["seg.png"]), meta, stage)
+        image, mask = augment(data, mask, seed)
+    except DataError:
+        raise
+    except Exception as e:  # one line naming the shard and the sample
+        raise DataError(f"sample {key}: {e}", url) from e
+    return {"image": torch.from_numpy(image).permute(2, 0, 1), "mask": torch.from_numpy(mask),
+            "source": str(meta.get("source", "?")),
+            "has_object": bool(meta.get("labels", {}).get("object", False)), "key": key}
 
 
 # ------------------------------------------------------------------------------------------ collation
 
 
 def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack samples into a batch, padding to the largest size (image 0, mask 255); masks become int64."""
+    """Stack samples into a batch, padding to the largest size (image 0, mask 255); masks become int64. Training
+    images come as views of HWC arrays and their batch is ``channels_last`` (the same values and shape)."""
     h = max(s["image"].shape[1] for s in samples)
     w = max(s["image"].shape[2] for s in samples)
-    image = torch.zeros((len(samples), 3, h, w), dtype=torch.uint8)
+    if samples[0]["image"].stride(0) == 1:  # views of HWC arrays (training): a channels_last batch copies them as is
+        image = torch.zeros((len(samples), h, w, 3), dtype=torch.uint8).permute(0, 3, 1, 2)
+    else:
+        image = torch.zeros((len(samples), 3, h, w), dtype=torch.uint8)
     mask = torch.full((len(samples), h, w), IGNORE, dtype=torch.uint8)
     for i, s in enumerate(samples):
         _, sh, sw = s["image"].shape
@@ -419,8 +306,8 @@ class TrainStream(IterableDataset):
         self.shards, self.stage, self.batch_size, self.steps = shards, get_stage(stage), batch_size, steps
         self.seed, self.rank, self.epoch = seed, rank, epoch
         focus = [t for n, t in self.stage.target_ids.items() if n != "background" and n != self.stage.object_unlabelled]
-        self.transform = train_transform(crop_size, augment, flip_lut=self.stage.flip_lut, focus_crops=focus_crops,
-                                         focus=focus)
+        self.augment = TrainAugment(crop_size, augment, flip_lut=self.stage.flip_lut, focus_crops=focus_crops,
+                                    focus=tuple(focus))
         self.sources = self._plan_mix(mix, all_shards, world_size) if mix else None
 
     def _plan_mix(self, mix: dict[str, float], all_shards: list[str], world_size: int) -> list[tuple[list[str], float]]:
@@ -455,9 +342,7 @@ class TrainStream(IterableDataset):
         batches = math.ceil(self.steps / num_workers)  # every worker cut to a fixed count; the loader trims
         batch: list[dict[str, Any]] = []
         for raw in samples:
-            s = decode_sample(raw, self.stage)
-            s["image"], s["mask"] = apply_seeded(self.transform, s["image"], s["mask"], rng.getrandbits(63))
-            batch.append(s)
+            batch.append(train_sample(raw, self.stage, self.augment, rng.getrandbits(63)))
             if len(batch) == self.batch_size:
                 yield collate(batch)
                 batch = []

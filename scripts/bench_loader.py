@@ -3,12 +3,13 @@
 
 Data: a synthetic EgoHOS-layout dataset (``hodata.demo.egohos``, 640x480 by default) built into shards with
 ``hodata build``; both loaders read the same train frames (the baseline from the folder, hotrain from the
-shards). Each loader runs in this process (``num_workers=0``, one torch thread), i.e. the rate of one
-DataLoader worker.
+shards). Each loader runs in this process (``num_workers=0``, one torch and one OpenCV thread), i.e. the rate of
+one DataLoader worker.
 
-- project: ``hotrain.data.make_train_loader`` - tar shards, torchvision JPEG decode, raw 8-bit label decode,
-  transforms v2 on uint8 (scale jitter, crop with padding, flip, colour jitter), collate; images stay uint8
-  (normalisation happens later on the model's device);
+- project: ``hotrain.data.make_train_loader`` - tar shards, raw 8-bit label decode, ``hotrain.augment`` (scale
+  jitter, crop with padding, flip and colour jitter on uint8, the crop taken before the resize, JPEGs decoded at
+  reduced size when the scale allows), collate; images stay uint8 (normalisation happens later on the model's
+  device);
 - baseline: the way simple training scripts do it - PIL open + ``convert("RGB")``, the label through PIL,
   convert to float32 and normalise on the CPU, scale jitter with ``F.interpolate`` (bilinear; mask nearest),
   random crop with padding, flip, default collate. No colour jitter (less work than the project does).
@@ -28,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -119,6 +121,7 @@ def main() -> None:
     shards = list_shards(str(shard_dir), split="train")
 
     torch.set_num_threads(1)  # what one DataLoader worker gets
+    cv2.setNumThreads(1)
     ours, base = [], []
     for r in range(args.repeats):
         loader = make_train_loader(shards, stage="handobj", batch_size=args.batch, crop_size=args.crop,
