@@ -16,11 +16,25 @@ Conventions (see DATASETS.md, "MANO model file"):
 API the sources use (keep the names): :func:`find_mano_file`, :func:`load_mano` (``.faces``,
 ``.forward(pose, betas, trans, flat_hand_mean=...) -> (vertices (778, 3), joints (16, 3))``, batched with a
 leading axis B),
-:func:`load_mano_dir`; synthetic look-alike files: :mod:`hodata.demo.mano_model`.
+:func:`load_mano_dir`, :func:`load_mano_checked` (find, load, check once when a source opens); synthetic
+look-alike files: :mod:`hodata.demo.mano_model`.
+
+Reading a model file is safe and strict:
+
+- the unpickler resolves only the names a MANO file holds (numpy array, dtype and scalar reconstruction, SciPy's
+  ``csc_matrix``, ``set`` / ``object`` / ``copy_reg._reconstructor``, latin-1 ``_codecs.encode`` of Python-3
+  protocol 0-2 pickles, and every ``chumpy.*`` name as an inert stand-in); any other global (``os.system``,
+  ``builtins.eval``, ...) is refused before it is called, with a :class:`~hodata.errors.DataError` naming the file
+  and the global;
+- junk, foreign or damaged files (not a pickle, not a dict, missing keys, wrong shapes, non-numeric or
+  non-finite values, a template not hand-sized in metres) are refused in one line;
+- the hand's side is read from the model itself (:func:`model_handedness`) and must match the side asked for.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
+import copyreg
 import hashlib
 import os
 import pickle
@@ -80,17 +94,49 @@ def _chumpy_value(obj, path):
     raise DataError(f"MANO file holds a chumpy {obj.chumpy_name} this reader cannot evaluate", path)
 
 
+def _latin1_encode(text, encoding="latin1", errors="strict"):
+    """What Python 3 protocol 0-2 pickles call (as ``_codecs.encode``) to rebuild bytes; latin-1 only."""
+    if encoding not in ("latin1", "latin-1") or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not how a MANO file stores bytes")
+    return text.encode("latin1", errors)
+
+
+# (module, name) -> what it resolves to: exactly what MANO_{RIGHT,LEFT}.pkl and re-saves of it reference.
+_ARRAY_NAMES = {("multiarray", "_reconstruct"), ("multiarray", "scalar"), ("numeric", "_frombuffer")}
+_ALLOWED = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    **{(f"{core}.{mod}", name): None for core in ("numpy.core", "numpy._core") for mod, name in _ARRAY_NAMES},
+    **{(mod, "csc_matrix"): scipy.sparse.csc_matrix
+       for mod in ("scipy.sparse", "scipy.sparse.csc", "scipy.sparse._csc")},
+    **{(mod, "_reconstructor"): copyreg._reconstructor for mod in ("copy_reg", "copyreg")},
+    **{(mod, "object"): object for mod in ("__builtin__", "builtins")},
+    **{(mod, "set"): set for mod in ("__builtin__", "builtins")},
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
 class _MANOUnpickler(pickle.Unpickler):
-    """Maps chumpy classes to stand-ins and old module paths (numpy.core, scipy.sparse.csc) to current ones."""
+    """Resolves only the globals a MANO file holds (see :data:`_ALLOWED`); chumpy classes become stand-ins.
+    Anything else is refused before it can be called: a DataError naming the file and the global."""
+
+    def __init__(self, fh, path):
+        super().__init__(fh, encoding="latin1")
+        self.path = path
 
     def find_class(self, module, name):
         if module == "chumpy" or module.startswith("chumpy."):
             return type(name, (_ChumpyStandIn,), {"chumpy_name": f"{module}.{name}"})
-        if module.startswith("numpy.core"):  # NumPy 2 renamed numpy.core -> numpy._core (the alias warns)
-            module = "numpy._core" + module[len("numpy.core"):]
-        if module.startswith("scipy.sparse.") and not module.startswith("scipy.sparse._"):
-            module = "scipy.sparse"  # scipy.sparse.csc etc. are deprecated aliases
-        return super().find_class(module, name)
+        key = (module, name)
+        if key not in _ALLOWED:
+            now = _compat_pickle.NAME_MAPPING.get(key) or (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+            shown = f"{module}.{name}" + (f" ({now[0]}.{now[1]})" if now != key else "")  # Python 2 names
+            raise DataError(f"refused: the pickle calls {shown}, which a MANO model file never holds "
+                            "(it could run code); nothing was loaded", self.path)
+        found = _ALLOWED[key]
+        if found is None:  # numpy.core.* -> numpy._core.* (NumPy 2 renamed it; the old alias warns)
+            return super().find_class("numpy._core" + module[module.index("core") + 4:], name)
+        return found
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,35 +281,51 @@ def read_mano_pickle(path: str | Path) -> dict:
     try:
         with open(path, "rb") as fh, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            raw = _MANOUnpickler(fh, encoding="latin1").load()
+            raw = _MANOUnpickler(fh, path).load()
     except DataError:
         raise
-    except Exception as e:  # a truncated or foreign file: say so in one line
-        raise DataError(f"not a readable MANO pickle ({type(e).__name__}: {e})", path) from None
+    except Exception as e:  # a truncated, empty or foreign file: say so in one line
+        why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise DataError(f"not a readable MANO pickle ({why})", path) from None
     if not isinstance(raw, dict):
         raise DataError(f"MANO pickle holds a {type(raw).__name__}, expected a dict", path)
-    return {k: (_chumpy_value(v, path) if isinstance(v, _ChumpyStandIn) else v) for k, v in raw.items()}
+    out = {}
+    for key, value in raw.items():
+        try:
+            out[key] = _chumpy_value(value, path) if isinstance(value, _ChumpyStandIn) else value
+        except DataError:
+            raise
+        except Exception as e:  # a damaged chumpy member (indices out of range, a wrong shape)
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            raise DataError(f"MANO {key} (a chumpy object) cannot be evaluated ({why})", path) from None
+    return out
 
 
 def load_mano(path: str | Path, side: str | None = None) -> ManoModel:
-    """Read one MANO pickle (no left-hand fix; see :func:`load_mano_dir`). ``side`` defaults from the name."""
+    """Read one MANO pickle (no left-hand fix; see :func:`load_mano_dir`). ``side`` defaults from the name; the
+    model must be a hand of that side (:func:`model_handedness`). DataError, naming the file, for anything else."""
     path = Path(path)
+    if side is None:
+        side = "left" if "left" in path.name.lower() else "right"
+    if side not in FILE_NAMES:
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
     raw = read_mano_pickle(path)
     missing = [k for k in KEYS if k not in raw]
     if missing:
         raise DataError(f"MANO pickle lacks {', '.join(missing)}", path)
-    if side is None:
-        side = "left" if "left" in path.name.lower() else "right"
 
     def arr(key, shape, dtype=np.float64):
         value = raw[key]
-        a = value.toarray() if scipy.sparse.issparse(value) else np.asarray(value)
         try:
+            a = value.toarray() if scipy.sparse.issparse(value) else np.asarray(value)
             a = a.astype(dtype)
-        except (TypeError, ValueError):
-            raise DataError(f"MANO {key} is not numeric ({a.dtype})", path) from None
+        except (TypeError, ValueError, AttributeError):
+            what = getattr(getattr(value, "dtype", None), "name", type(value).__name__)
+            raise DataError(f"MANO {key} is not numeric ({what})", path) from None
         if any(want is not None and got != want for got, want in zip(a.shape, shape)) or a.ndim != len(shape):
             raise DataError(f"MANO {key} has shape {a.shape}, expected {shape}", path)
+        if dtype == np.float64 and not np.isfinite(a).all():
+            raise DataError(f"MANO {key} holds NaN or inf", path)
         return a
 
     kintree = arr("kintree_table", (2, N_JOINTS), np.int64)
@@ -271,9 +333,9 @@ def load_mano(path: str | Path, side: str | None = None) -> ManoModel:
     if parents[0] != -1 or any(not (0 <= parents[j] < j) for j in range(1, N_JOINTS)):
         raise DataError(f"MANO kintree_table parents {kintree[0].tolist()} are not a tree rooted at joint 0", path)
     faces = arr("f", (None, 3), np.int64)
-    if faces.size and (faces.min() < 0 or faces.max() >= N_VERTS):
-        raise DataError("MANO faces index vertices outside 0..777", path)
-    return ManoModel(
+    if not len(faces) or faces.min() < 0 or faces.max() >= N_VERTS:
+        raise DataError("MANO faces are empty or index vertices outside 0..777", path)
+    model = ManoModel(
         side=side,
         v_template=arr("v_template", (N_VERTS, 3)),
         faces=faces,
@@ -287,6 +349,53 @@ def load_mano(path: str | Path, side: str | None = None) -> ManoModel:
         path=str(path),
         md5=hashlib.md5(path.read_bytes()).hexdigest(),
     )
+    with np.errstate(all="ignore"):  # a damaged template may overflow: refused just below
+        extent = float(np.linalg.norm(np.ptp(model.v_template, axis=0)))
+    if not HAND_EXTENT_M[0] <= extent <= HAND_EXTENT_M[1]:
+        raise DataError(f"MANO template spans {extent:.4g} (bounding-box diagonal); a hand in metres spans "
+                        f"{HAND_EXTENT_M[0]}-{HAND_EXTENT_M[1]}: not a MANO model in metres", path)
+    found = model_handedness(model)
+    if found != side:
+        raise DataError(f"this is a {found}-hand model (the thumb lies on the {found} hand's side of the palm), "
+                        f"but it was given as the {side} one ({FILE_NAMES[side]})", path)
+    return model
+
+
+# Bounding-box diagonal of a plausible hand template, metres (MANO's is about 0.2 m).
+HAND_EXTENT_M = (0.05, 1.0)
+# |handedness score| below this: the thumb lies (almost) in the palm plane and the side cannot be told.
+HANDEDNESS_MIN = 0.05
+
+
+def handedness_score(model: ManoModel) -> float:
+    """The side of the palm the thumb is on, from the template joints J = J_regressor @ v_template: the triple
+    product (index MCP - wrist) x (little MCP - wrist) . (thumb - wrist), thumb = the mean of its three joints,
+    over the product of the three lengths (the sine of the thumb's angle out of the palm plane, in [-1, 1]).
+
+    A right hand's thumb sits on its palm side of the plane through wrist, index and little MCP joints, which
+    that cross product points to; mirroring a hand (a left model is a right one mirrored) flips the sign. The
+    official MANO_RIGHT template scores about +0.19 (its thumb joints lie some 15 degrees out of the palm plane,
+    on the palm side); the synthetic right model about +0.13; their mirrors the negatives. Rotations, moves and
+    scale do not change it.
+    """
+    with np.errstate(all="ignore"):
+        joints = model.J_regressor @ model.v_template
+        wrist = joints[0]
+        a, b = joints[1] - wrist, joints[7] - wrist
+        thumb = joints[13:16].mean(axis=0) - wrist
+        scale = np.linalg.norm(a) * np.linalg.norm(b) * np.linalg.norm(thumb)
+        score = float(np.cross(a, b) @ thumb / scale) if scale > 0 else 0.0
+    return score if np.isfinite(score) else 0.0
+
+
+def model_handedness(model: ManoModel) -> str:
+    """"right" or "left", read from the model's geometry (:func:`handedness_score`); DataError when the thumb is
+    too close to the palm plane to tell (not a MANO-like hand)."""
+    score = handedness_score(model)
+    if abs(score) < HANDEDNESS_MIN:
+        raise DataError(f"cannot tell which hand this model is (handedness score {score:+.3f}): not a MANO hand",
+                        model.path or None)
+    return "right" if score > 0 else "left"
 
 
 def fix_left_shapedirs(left: ManoModel, right: ManoModel) -> ManoModel:
@@ -340,4 +449,15 @@ def load_mano_dir(mano_dir: str | Path | None, side: str = "right", fix_left: bo
     """
     path = find_mano_file(mano_dir, side)
     return _load_cached(str(path.resolve()), side, fix_left)
+
+
+def load_mano_checked(mano: str | Path | None, side: str = "right", fix_left: bool = True) -> ManoModel:
+    """For a source to call once when it opens (before any frame): find the model file (``mano``: the file, its
+    folder, the download folder, or None for env ``MANO_DIR``), load it through the allow-listed unpickler,
+    validate keys, shapes and values, and check it is a ``side`` hand; the result is cached per process, so
+    later calls (in build workers too) cost nothing. Every problem is a DataError of one line naming the file,
+    for the build to stop on instead of skipping every frame."""
+    if side not in FILE_NAMES:
+        raise ValueError(f"side must be 'right' or 'left', got {side!r}")
+    return load_mano_dir(mano, side, fix_left)
 

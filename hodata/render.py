@@ -1,6 +1,5 @@
-"""Label-map rendering: z-buffer rasterizer (numba) and a pyrender cross-check backend.
+"""Label-map rendering: a z-buffer rasterizer (numba) and a pyrender cross-check backend.
 
-API FIXED BY THE LEAD (HO3D/FreiHAND sources call these; implement the bodies, keep the names).
 Camera convention: OpenCV (x right, y down, z forward; points with z > 0 are in front), pixel centres at
 integer coordinates: vertex v projects to u = fx*x/z + cx, v = fy*y/z + cy; pixel (row i, col j) is covered
 when its centre (j, i) is inside the projected triangle. Background 0; the nearest surface's label wins.
@@ -9,8 +8,12 @@ Both backends draw every face whatever its winding (no back-face culling): MANO 
 inside is visible there and must still read as hand. Corners are snapped to 1/256 pixel (as GPUs do) so a
 pixel centre exactly on an edge is decided by a fixed tie rule: of two triangles sharing that edge exactly one
 takes it (no double or missing pixels along a mesh's seams). Depth is compared as 1/z interpolated linearly
-in the image (exact for planar triangles); on an exact depth tie the mesh listed first keeps the pixel.
+in the image (exact for planar triangles) and stored as float32; on an exact depth tie the mesh listed first
+keeps the pixel. Triangles partly behind the camera are clipped at z = NEAR, not dropped or wrapped.
 The pyrender backend ignores K's skew term (K[0, 1]); HO3D and FreiHAND intrinsics have none.
+
+:func:`render_silhouettes` draws each mesh alone (amodal masks: what the mesh covers whatever is in front of
+it), by the same pixel rules. How the z-buffer is made fast without changing a pixel: :mod:`hodata.zbuffer`.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import os
 from functools import lru_cache
 
 import numpy as np
-from numba import njit
+
+from hodata import zbuffer
 
 Mesh = tuple  # (vertices (N, 3) float, faces (F, 3) int, label int 1..254)
 
@@ -28,34 +32,74 @@ BACKENDS = ("zbuffer", "pyrender")
 
 
 def render_labels(K, size, meshes, *, backend: str = "zbuffer") -> np.ndarray:
-    """K (3, 3), size (width, height), meshes [(verts, faces, label), ...] in the camera frame ->
-    (height, width) uint8 label map. backend "zbuffer" (default, fast) or "pyrender" (EGL cross-check).
-    Triangles partly behind the camera (z <= near) are clipped, not dropped or wrapped."""
+    """K (3, 3), size (width, height), meshes [(verts, faces, label), ...] in the camera frame, or
+    (verts, faces, label, pose) with pose (4, 4) or (3, 4) moving the vertices into it (an object mesh stays as
+    loaded; its pose changes per frame) -> (height, width) uint8 label map. backend "zbuffer" (default, fast)
+    or "pyrender" (EGL cross-check). Triangles partly behind the camera (z <= near) are clipped, not dropped
+    or wrapped."""
     width, height = _check_size(size)
     K = _check_K(K)
-    verts, faces, labels = _stack_meshes(meshes)
+    meshes = [_check_mesh(i, mesh) for i, mesh in enumerate(meshes)]
     if backend == "zbuffer":
-        out = np.zeros((height, width), np.uint8)
-        inv_depth = np.zeros((height, width), np.float64)  # 0 = nothing drawn (1/z of infinity)
-        if len(faces):
-            _raster_mesh(verts, faces, labels, K, NEAR, out, inv_depth)
+        out = np.empty((height, width), np.uint8)
+        _draw(K, width, height, meshes, out)
         return out
     if backend == "pyrender":
-        return _pyrender_labels(K, width, height, verts, faces, labels)
+        return _pyrender_labels(K, width, height, *_stack_meshes(meshes))
     raise ValueError(f"unknown render backend {backend!r}; known: {', '.join(BACKENDS)}")
 
 
-def render_labels_batch(Ks, size, frames, *, backend: str = "zbuffer") -> np.ndarray:
-    """Many frames: Ks (B, 3, 3) (or one K), frames: list of mesh lists -> (B, height, width) uint8."""
+def render_silhouettes(K, size, meshes) -> np.ndarray:
+    """Amodal masks: (len(meshes), height, width) bool, mesh i's silhouette as if it were alone in the scene
+    (same pixel rules as :func:`render_labels`; the label of each mesh is not used)."""
+    width, height = _check_size(size)
+    K = _check_K(K)
+    meshes = [_check_mesh(i, mesh) for i, mesh in enumerate(meshes)]
+    out = np.empty((len(meshes), height, width), np.uint8)
+    for i, (verts, faces, _, pose) in enumerate(meshes):
+        _draw(K, width, height, [(verts, faces, 1, pose)], out[i], first_index=i)
+    return out.view(np.bool_)
+
+
+def render_labels_batch(Ks, size, frames, *, backend: str = "zbuffer", threads: int | None = None,
+                        out: np.ndarray | None = None) -> np.ndarray:
+    """Many frames: Ks (B, 3, 3) (or one K), frames: list of mesh lists -> (B, height, width) uint8, each frame
+    equal to :func:`render_labels` of it. The z-buffer renders runs of consecutive frames on ``threads`` threads
+    (default: numba's thread count; pass 1 where a build already runs one worker process per core). ``out``: a
+    (B, height, width) uint8 C-contiguous array to fill and return instead of a new one (reusing it saves
+    touching fresh memory on every batch)."""
     width, height = _check_size(size)
     Ks = np.asarray(Ks, dtype=np.float64)
     if Ks.shape == (3, 3):
         Ks = np.broadcast_to(Ks, (len(frames), 3, 3))
     if Ks.shape != (len(frames), 3, 3):
         raise ValueError(f"Ks must be (3, 3) or ({len(frames)}, 3, 3), got {Ks.shape}")
-    out = np.zeros((len(frames), height, width), np.uint8)
-    for b, meshes in enumerate(frames):
-        out[b] = render_labels(Ks[b], (width, height), meshes, backend=backend)
+    Ks = np.ascontiguousarray([_check_K(K) for K in Ks]).reshape(len(frames), 3, 3)
+    shape = (len(frames), height, width)
+    if out is None:
+        out = np.empty(shape, np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous uint8 array of shape {shape}, got {out.dtype} {out.shape}")
+    if backend != "zbuffer":
+        for b, meshes in enumerate(frames):
+            out[b] = render_labels(Ks[b], (width, height), meshes, backend=backend)
+        return out
+    checked = [[_check_mesh(i, mesh) for i, mesh in enumerate(meshes)] for meshes in frames]
+    if not any(checked):  # no mesh at all (typed lists need one element to know their type)
+        out[...] = 0
+        return out
+    verts, faces, poses, table, spans = _pack(checked)
+    if threads is None:
+        from numba import get_num_threads
+
+        threads = get_num_threads()
+    n_chunks = max(1, min(int(threads), len(frames)))
+    status = zbuffer.render_batch(Ks, verts, faces, poses, table, spans, width, height, NEAR, n_chunks, out)
+    bad = np.flatnonzero(status >= 0)
+    if len(bad):
+        b = int(bad[0])
+        mesh, code = divmod(int(status[b]), 4)
+        raise ValueError(f"frame {b}: {_refusal(mesh, code, len(checked[b][mesh][0]))}")
     return out
 
 
@@ -79,149 +123,89 @@ def _check_size(size) -> tuple[int, int]:
 
 def _check_K(K) -> np.ndarray:
     K = np.asarray(K, dtype=np.float64)
-    if K.shape != (3, 3) or not np.all(np.isfinite(K)):
+    if K.shape != (3, 3) or not np.isfinite(K).all():
         raise ValueError(f"K must be a finite 3x3 matrix, got shape {K.shape}")
-    if not np.allclose(K[2], (0.0, 0.0, 1.0)):
+    if abs(K[2, 0]) > 1e-8 or abs(K[2, 1]) > 1e-8 or abs(K[2, 2] - 1.0) > 1e-8:
         raise ValueError(f"K's last row must be [0, 0, 1], got {K[2].tolist()}")
-    return K
+    return np.ascontiguousarray(K)
+
+
+IDENTITY_POSE = np.eye(3, 4)
+
+
+def _check_mesh(i: int, mesh) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """(vertices (N, 3) float64, faces (F, 3) int64, label, pose (3, 4) float64), C-contiguous; the kernel
+    checks indices and values."""
+    if len(mesh) == 3:
+        (v, f, label), pose = mesh, IDENTITY_POSE
+    else:
+        v, f, label, pose = mesh
+        pose = np.asarray(pose, dtype=np.float64)
+        if pose.shape == (4, 4) and np.array_equal(pose[3], (0.0, 0.0, 0.0, 1.0)):
+            pose = pose[:3]
+        if pose.shape != (3, 4) or not np.isfinite(pose).all():
+            raise ValueError(f"mesh {i}: pose must be a finite (4, 4) rigid/affine transform or its top (3, 4)")
+        pose = np.ascontiguousarray(pose)
+    if not 1 <= int(label) <= 254:
+        raise ValueError(f"mesh {i}: label must be 1..254 (0 is background, 255 ignore), got {label}")
+    v = np.ascontiguousarray(v, dtype=np.float64).reshape(-1, 3)
+    f = np.ascontiguousarray(f, dtype=np.int64).reshape(-1, 3)
+    return v, f, int(label), pose
+
+
+def _refusal(i: int, code: int, n_verts: int) -> str:
+    if code == zbuffer.BAD_FACES:
+        return f"mesh {i}: faces index vertices outside 0..{n_verts - 1}"
+    return f"mesh {i}: vertices contain NaN or inf"
+
+
+def _draw(K, width, height, meshes, out, first_index: int = 0) -> None:
+    """Draw meshes on this thread's canvas and write the label map into out (height, width)."""
+    canvas = zbuffer.Canvas.for_thread(width, height)
+    canvas.fit(max((len(m[0]) for m in meshes), default=0), max((len(m[1]) for m in meshes), default=0))
+    canvas.begin()
+    for i, (verts, faces, label, pose) in enumerate(meshes):
+        code = canvas.draw(verts, faces, pose, label, K, NEAR, i == 0)
+        if code != zbuffer.OK:
+            raise ValueError(_refusal(first_index + i, code, len(verts)))
+    canvas.copy_out(out)
+
+
+def _pack(frames):
+    """All frames' meshes as typed lists of vertex and face arrays (a face array shared by several meshes is
+    listed once), each mesh's pose (M, 3, 4); table rows: vertex array, face array, label; spans rows: each
+    frame's first and end mesh."""
+    from numba.typed import List
+
+    verts, faces, poses, table, spans = List(), List(), [], [], []
+    listed = {}  # id(face array) -> its index in faces
+    for meshes in frames:
+        spans.append((len(table), len(table) + len(meshes)))
+        for v, f, label, pose in meshes:
+            if id(f) not in listed:
+                listed[id(f)] = len(faces)
+                faces.append(f)
+            table.append((len(verts), listed[id(f)], label))
+            verts.append(v)
+            poses.append(pose)
+    return (verts, faces, np.array(poses).reshape(-1, 3, 4), np.array(table, np.int64).reshape(-1, 3),
+            np.array(spans, np.int64).reshape(-1, 2))
 
 
 def _stack_meshes(meshes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One vertex array, one face array (indices offset) and one label per face."""
-    verts, faces, labels, offset = [], [], [], 0
-    for i, (v, f, label) in enumerate(meshes):
-        v = np.asarray(v, dtype=np.float64).reshape(-1, 3)
-        f = np.asarray(f, dtype=np.int64).reshape(-1, 3)
-        if not 1 <= int(label) <= 254:
-            raise ValueError(f"mesh {i}: label must be 1..254 (0 is background, 255 ignore), got {label}")
-        if f.size and (f.min() < 0 or f.max() >= len(v)):
-            raise ValueError(f"mesh {i}: faces index vertices outside 0..{len(v) - 1}")
-        if not np.all(np.isfinite(v)):
-            raise ValueError(f"mesh {i}: vertices contain NaN or inf")
-        verts.append(v)
-        faces.append(f + offset)
-        labels.append(np.full(len(f), int(label), np.uint8))
-        offset += len(v)
-    if not verts:
+    """One vertex array, one face array (indices offset) and one label per face (the pyrender backend)."""
+    if not meshes:
         return np.zeros((0, 3)), np.zeros((0, 3), np.int64), np.zeros(0, np.uint8)
-    return np.concatenate(verts), np.concatenate(faces), np.concatenate(labels)
-
-
-# ---------------------------------------------------------------------------------- z-buffer (numba)
-
-@njit(cache=True, nogil=True)
-def _owns_edge(du, dv):
-    """Tie rule for a pixel centre exactly on an edge (direction du, dv of a positively wound triangle):
-    exactly one of two triangles sharing the edge takes it (the edge runs opposite ways in the two)."""
-    return dv < 0.0 or (dv == 0.0 and du > 0.0)
-
-
-@njit(cache=True, nogil=True)
-def _raster_triangle(u0, v0, iz0, u1, v1, iz1, u2, v2, iz2, label, out, inv_depth):
-    """Fill one projected triangle (image coords, 1/z per corner) into the label and 1/z buffers."""
-    # Snap corners to 1/256 pixel (as GPUs do) so edge functions at pixel centres are exact:
-    # a centre on an edge is then decided by the tie rule, not by rounding noise.
-    u0, v0 = np.round(u0 * 256.0) / 256.0, np.round(v0 * 256.0) / 256.0
-    u1, v1 = np.round(u1 * 256.0) / 256.0, np.round(v1 * 256.0) / 256.0
-    u2, v2 = np.round(u2 * 256.0) / 256.0, np.round(v2 * 256.0) / 256.0
-    area = (u1 - u0) * (v2 - v0) - (v1 - v0) * (u2 - u0)
-    if area == 0.0:
-        return
-    if area < 0.0:  # either winding is drawn: reorder to a positive one
-        u1, v1, iz1, u2, v2, iz2 = u2, v2, iz2, u1, v1, iz1
-        area = -area
-    height, width = out.shape
-    x_lo = max(0, int(np.ceil(min(u0, u1, u2))))
-    x_hi = min(width - 1, int(np.floor(max(u0, u1, u2))))
-    y_lo = max(0, int(np.ceil(min(v0, v1, v2))))
-    y_hi = min(height - 1, int(np.floor(max(v0, v1, v2))))
-    if x_lo > x_hi or y_lo > y_hi:
-        return
-    own0 = _owns_edge(u2 - u1, v2 - v1)  # edge opposite corner 0
-    own1 = _owns_edge(u0 - u2, v0 - v2)
-    own2 = _owns_edge(u1 - u0, v1 - v0)
-    # Edge function k at pixel (x, y) is dx_k * x + dy_k * y + c_k (exact: corners are on a 1/256 grid).
-    dx0, dy0, c0 = v1 - v2, u2 - u1, u1 * v2 - v1 * u2
-    dx1, dy1, c1 = v2 - v0, u0 - u2, u2 * v0 - v2 * u0
-    dx2, dy2, c2 = v0 - v1, u1 - u0, u0 * v1 - v0 * u1
-    inv_area = 1.0 / area
-    for y in range(y_lo, y_hi + 1):
-        r0, r1, r2 = dy0 * y + c0, dy1 * y + c1, dy2 * y + c2
-        # The row's inside is one interval: bound it from each edge, then test exactly one pixel beyond.
-        left, right = float(x_lo), float(x_hi)
-        if x_hi - x_lo > 8:  # small boxes: testing every pixel is cheaper than three divisions
-            left, right = _row_bounds(dx0, r0, left, right)
-            left, right = _row_bounds(dx1, r1, left, right)
-            left, right = _row_bounds(dx2, r2, left, right)
-            if left > right:
-                continue
-        for x in range(max(x_lo, int(left)), min(x_hi, int(right)) + 1):
-            e0, e1, e2 = dx0 * x + r0, dx1 * x + r1, dx2 * x + r2
-            if e0 < 0.0 or e1 < 0.0 or e2 < 0.0:
-                continue
-            if (e0 == 0.0 and not own0) or (e1 == 0.0 and not own1) or (e2 == 0.0 and not own2):
-                continue
-            iz = (e0 * iz0 + e1 * iz1 + e2 * iz2) * inv_area
-            if iz > inv_depth[y, x]:
-                inv_depth[y, x] = iz
-                out[y, x] = label
-
-
-@njit(cache=True, nogil=True)
-def _row_bounds(dx, r, left, right):
-    """Narrow [left, right] to where dx * x + r >= 0, padded by a pixel against rounding in the division."""
-    if dx > 0.0:
-        left = max(left, np.floor(-r / dx) - 1.0)
-    elif dx < 0.0:
-        right = min(right, np.ceil(-r / dx) + 1.0)
-    elif r < 0.0:
-        right = left - 1.0
-    return left, right
-
-
-@njit(cache=True, nogil=True)
-def _project(p, K):
-    z = p[2]
-    u = (K[0, 0] * p[0] + K[0, 1] * p[1]) / z + K[0, 2]
-    v = (K[1, 1] * p[1]) / z + K[1, 2]
-    return u, v, 1.0 / z
-
-
-@njit(cache=True, nogil=True)
-def _raster_mesh(verts, faces, labels, K, near, out, inv_depth):
-    n = verts.shape[0]
-    uv = np.empty((n, 3))
-    for i in range(n):
-        z = verts[i, 2]
-        if z > near:
-            uv[i, 0], uv[i, 1], uv[i, 2] = _project(verts[i], K)
-    poly = np.empty((4, 3))
-    for t in range(faces.shape[0]):
-        a, b, c = faces[t, 0], faces[t, 1], faces[t, 2]
-        if verts[a, 2] > near and verts[b, 2] > near and verts[c, 2] > near:
-            _raster_triangle(uv[a, 0], uv[a, 1], uv[a, 2], uv[b, 0], uv[b, 1], uv[b, 2],
-                             uv[c, 0], uv[c, 1], uv[c, 2], labels[t], out, inv_depth)
-            continue
-        # Clip against z = near (Sutherland-Hodgman, one plane): 0, 3 or 4 corners survive.
-        m = 0
-        for k in range(3):
-            p = verts[faces[t, k]]
-            q = verts[faces[t, (k + 1) % 3]]
-            if p[2] > near:
-                poly[m] = p
-                m += 1
-            if (p[2] > near) != (q[2] > near):
-                s = (near - p[2]) / (q[2] - p[2])
-                poly[m] = p + s * (q - p)
-                poly[m, 2] = near
-                m += 1
-        if m < 3:
-            continue
-        u0, v0, iz0 = _project(poly[0], K)
-        for k in range(1, m - 1):  # fan
-            u1, v1, iz1 = _project(poly[k], K)
-            u2, v2, iz2 = _project(poly[k + 1], K)
-            _raster_triangle(u0, v0, iz0, u1, v1, iz1, u2, v2, iz2, labels[t], out, inv_depth)
+    for i, (v, f, _, _) in enumerate(meshes):
+        if f.size and (f.min() < 0 or f.max() >= len(v)):
+            raise ValueError(_refusal(i, zbuffer.BAD_FACES, len(v)))
+        if not np.isfinite(v).all():
+            raise ValueError(_refusal(i, zbuffer.BAD_VERTS, len(v)))
+    meshes = [(v @ pose[:, :3].T + pose[:, 3], f, label) for v, f, label, pose in meshes]
+    offsets = np.cumsum([0] + [len(v) for v, _, _ in meshes[:-1]])
+    return (np.concatenate([v for v, _, _ in meshes]),
+            np.concatenate([f + o for (_, f, _), o in zip(meshes, offsets)]),
+            np.concatenate([np.full(len(f), label, np.uint8) for _, f, label in meshes]))
 
 
 # ---------------------------------------------------------------------------------- pyrender backend

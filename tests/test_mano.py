@@ -12,11 +12,11 @@ import pytest
 import scipy.sparse
 from scipy.sparse.csgraph import connected_components
 
-from fake_chumpy import BOOKKEEPING, fake_chumpy, write_chumpy_mano
+from fake_chumpy import BOOKKEEPING, fake_chumpy, shapedirs_select, write_chumpy_mano
 from hodata.demo.mano_model import synthetic_mano_arrays, synthetic_mano_dir, write_synthetic_mano
 from hodata.errors import DataError
-from hodata.mano import (MANO_TO_THUMB_FIRST, TIP_VERTICES, axis_angle_to_matrix, find_mano_file, joints21,
-                         load_mano, load_mano_dir)
+from hodata.mano import (MANO_TO_THUMB_FIRST, TIP_VERTICES, axis_angle_to_matrix, find_mano_file,
+                         handedness_score, joints21, load_mano, load_mano_checked, load_mano_dir, model_handedness)
 
 
 @pytest.fixture(scope="module")
@@ -261,3 +261,174 @@ def test_bad_files_name_the_file(mano_dir, tmp_path):
     listed.write_bytes(pickle.dumps([1, 2], protocol=2))
     with pytest.raises(DataError, match="holds a list"):
         load_mano(listed)
+
+
+# ------------------------------------------------------------------------------------- hostile and junk files
+
+class _Runs:
+    """Pickles as a call of ``func(*args)``: what a crafted model file does to run code while it is read."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _hostile_calls(marker):
+    import builtins
+    import os
+    import subprocess
+
+    touch = f"open({str(marker)!r}, 'w').close()"
+    return {"os.system": (os.system, f"touch {marker}"), "builtins.eval": (builtins.eval, touch),
+            "builtins.exec": (builtins.exec, touch), "subprocess.Popen": (subprocess.Popen, ["touch", str(marker)])}
+
+
+@pytest.mark.parametrize("protocol", [0, 2, 5])
+@pytest.mark.parametrize("call", ["os.system", "builtins.eval", "builtins.exec", "subprocess.Popen"])
+def test_a_pickle_that_would_run_code_is_refused_before_anything_runs(tmp_path, call, protocol):
+    marker = tmp_path / "ran"
+    func, arg = _hostile_calls(marker)[call]
+    arrays = synthetic_mano_arrays("right")
+    arrays["hands_mean"] = _Runs(func, arg)  # hidden among the real keys
+    path = tmp_path / "MANO_RIGHT.pkl"
+    path.write_bytes(pickle.dumps(arrays, protocol=protocol))
+    name = call.replace(".", r"\.").replace("os", "(posix|nt|os)")  # os.system is posix.system here
+    refused = rf"MANO_RIGHT\.pkl: refused: the pickle calls ([^ ]+ \()?{name}\)?, which a MANO model file never"
+    with pytest.raises(DataError, match=refused) as e:
+        load_mano(path)
+    assert "\n" not in str(e.value)
+    assert not marker.exists()
+    with pytest.raises(DataError, match="refused"):
+        load_mano_checked(tmp_path, "right")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [0, 1, 2, 3, 4, 5])
+def test_every_pickle_protocol_of_the_model_format_loads(tmp_path, protocol):
+    arrays = synthetic_mano_arrays("right", seed=2)
+    arrays["J_regressor"] = scipy.sparse.csc_matrix(arrays["J_regressor"])
+    arrays["scale"] = np.float64(1.0)  # a numpy scalar, as re-saved files may hold
+    with fake_chumpy() as chumpy:
+        payload = {**arrays, "shapedirs": shapedirs_select(chumpy, arrays["shapedirs"])}
+        raw = pickle.dumps(payload, protocol=protocol)
+    path = tmp_path / "MANO_RIGHT.pkl"
+    path.write_bytes(raw)
+    model = load_mano(path)
+    np.testing.assert_array_equal(model.shapedirs, arrays["shapedirs"][:, :, :10])
+    np.testing.assert_array_equal(model.J_regressor, arrays["J_regressor"].toarray())
+    np.testing.assert_array_equal(model.v_template, arrays["v_template"])
+
+
+def _junk_files(tmp_path, mano_dir):
+    """name -> (bytes, the message expected)."""
+    good = synthetic_mano_arrays("right")
+
+    def changed(**kw):
+        arrays = {**good, **kw}
+        return pickle.dumps({k: v for k, v in arrays.items() if v is not None}, protocol=2)
+
+    return {
+        "random.pkl": (np.random.default_rng(0).bytes(4096), "not a readable MANO pickle|refused"),
+        "empty.pkl": (b"", "not a readable MANO pickle"),
+        "text.pkl": (b"MANO_RIGHT.pkl\nis not here\n", "not a readable MANO pickle"),
+        "cut.pkl": ((mano_dir / "MANO_RIGHT.pkl").read_bytes()[:20000], "not a readable MANO pickle"),
+        "list.pkl": (pickle.dumps([1, 2], protocol=2), "holds a list, expected a dict"),
+        "array.pkl": (pickle.dumps(np.zeros(3), protocol=2), "holds a ndarray, expected a dict"),
+        "lacking.pkl": (changed(weights=None), "lacks weights"),
+        "shape.pkl": (changed(v_template=good["v_template"][:700]), r"v_template has shape \(700, 3\)"),
+        "text_values.pkl": (changed(posedirs="zeros"), "posedirs is not numeric"),
+        "nan.pkl": (changed(v_template=np.where(np.eye(778, 3) > 0, np.nan, good["v_template"])), "NaN or inf"),
+        "faces.pkl": (changed(f=good["f"].astype(np.int64) + 5), "faces are empty or index vertices outside"),
+        "millimetres.pkl": (changed(v_template=good["v_template"] * 1000), "not a MANO model in metres"),
+        "flat.pkl": (changed(v_template=good["v_template"] * [1.0, 1.0, 0.0]), "cannot tell which hand"),
+    }
+
+
+def test_junk_and_foreign_files_are_refused_in_one_line_naming_the_file(tmp_path, mano_dir):
+    for name, (raw, message) in _junk_files(tmp_path, mano_dir).items():
+        path = tmp_path / name
+        path.write_bytes(raw)
+        with pytest.raises(DataError, match=message) as e:
+            load_mano(path, "right")
+        assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value), name
+
+
+def test_handedness_is_read_from_the_model(mano_dir, tmp_path):
+    right = load_mano(mano_dir / "MANO_RIGHT.pkl", "right")
+    left = load_mano(mano_dir / "MANO_LEFT.pkl", "left")
+    assert handedness_score(right) > 0.1 and model_handedness(right) == "right"
+    assert handedness_score(left) == pytest.approx(-handedness_score(right)) and model_handedness(left) == "left"
+    # A turned, moved and scaled hand keeps its side; a mirrored one changes it.
+    R = axis_angle_to_matrix([0.4, -1.9, 2.2])[0]
+    moved = dataclasses.replace(right, v_template=right.v_template @ R.T * 1.3 + [0.2, -0.1, 0.7])
+    assert handedness_score(moved) == pytest.approx(handedness_score(right))
+    mirrored = dataclasses.replace(right, v_template=right.v_template * [1.0, -1.0, 1.0])
+    assert model_handedness(mirrored) == "left"
+    # A left model given as the right one, in either call, is refused in one line.
+    with pytest.raises(DataError, match=r"MANO_LEFT\.pkl: this is a left-hand model .* given as the right one"):
+        load_mano(mano_dir / "MANO_LEFT.pkl", "right")
+    swapped = tmp_path / "swapped"
+    swapped.mkdir()
+    (swapped / "MANO_RIGHT.pkl").write_bytes((mano_dir / "MANO_LEFT.pkl").read_bytes())
+    (swapped / "MANO_LEFT.pkl").write_bytes((mano_dir / "MANO_RIGHT.pkl").read_bytes())
+    with pytest.raises(DataError, match=r"swapped/MANO_RIGHT\.pkl: this is a left-hand model"):
+        load_mano_checked(swapped, "right")
+    with pytest.raises(DataError, match=r"swapped/MANO_LEFT\.pkl: this is a right-hand model"):
+        load_mano_checked(swapped, "left", fix_left=False)
+
+
+def test_handedness_of_the_official_right_template():
+    # MANO_RIGHT.pkl's template joints (J_regressor @ v_template, millimetres, MANO joint order): the wrist, the
+    # index MCP, the little MCP and the three thumb joints are what the test reads.
+    joints = np.array([[96, 6, 6], [8, 1, 27], [-25, 5, 29], [-47, 4, 29], [1, 5, 3], [-30, 7, -3], [-53, 6, -7],
+                       [27, -4, -37], [10, -3, -50], [-6, -4, -60], [14, 2, -20], [-14, 4, -26], [-38, 3, -33],
+                       [72, -9, 32], [52, -8, 56], [30, -14, 70]]) / 1000.0
+    arrays = synthetic_mano_arrays("right")
+    model = dataclasses.replace(load_mano_from(arrays), v_template=np.r_[joints, np.zeros((778 - 16, 3))],
+                                J_regressor=np.eye(16, 778))
+    assert model_handedness(model) == "right" and 0.1 < handedness_score(model) < 0.3
+    assert model_handedness(dataclasses.replace(model, v_template=model.v_template * [-1, 1, 1])) == "left"
+
+
+def load_mano_from(arrays):
+    """A ManoModel of plain arrays (no file)."""
+    import hodata.mano as mano
+
+    return mano.ManoModel(side="right", v_template=arrays["v_template"], faces=arrays["f"].astype(np.int64),
+                          shapedirs=arrays["shapedirs"][:, :, :10], posedirs=arrays["posedirs"],
+                          J_regressor=arrays["J_regressor"], weights=arrays["weights"],
+                          parents=np.zeros(16, np.int64), hands_components=arrays["hands_components"],
+                          hands_mean=arrays["hands_mean"])
+
+
+def test_load_mano_checked_finds_checks_and_caches(mano_dir, tmp_path):
+    model = load_mano_checked(mano_dir, "right")
+    assert model is load_mano_checked(mano_dir / "MANO_RIGHT.pkl", "right")  # one load per process
+    assert model_handedness(model) == "right" and not model.left_fix_applied
+    assert load_mano_checked(mano_dir, "left").left_fix_applied
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl not found"):
+        load_mano_checked(tmp_path, "right")
+    (tmp_path / "MANO_RIGHT.pkl").write_bytes(b"\x80\x02junk")
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: not a readable MANO pickle"):
+        load_mano_checked(tmp_path, "right")
+
+
+def test_damaged_copies_of_a_good_file_never_end_in_a_traceback(mano_dir, tmp_path):
+    good = (mano_dir / "MANO_RIGHT.pkl").read_bytes()
+    rng = np.random.default_rng(1)
+    path = tmp_path / "MANO_RIGHT.pkl"
+    outcomes = Counter()
+    for _ in range(40):
+        damaged = bytearray(good)
+        for _ in range(int(rng.integers(1, 4))):  # mostly in the opcodes and small members at the start
+            damaged[int(rng.integers(0, 3000 if rng.random() < 0.8 else len(good)))] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(damaged))
+        try:
+            load_mano(path)
+            outcomes["loaded"] += 1
+        except DataError as e:
+            assert "\n" not in str(e) and str(e).startswith(str(path))
+            outcomes["refused"] += 1
+    assert outcomes["refused"] > 25
