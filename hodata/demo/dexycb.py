@@ -125,7 +125,7 @@ def scene_frame(rng, model, betas, ycb, grasp_id, behind_id, f: int) -> dict:
     centre = np.array([rng.uniform(-0.03, 0.03), rng.uniform(-0.03, 0.03), rng.uniform(0.54, 0.58)])
     objects = {}
     for ycb_id, offset in ((grasp_id, (0.0, 0.0, 0.0)), (behind_id, (0.035, 0.02, 0.26)),
-                           (SIDE_OBJECT, (-0.21, 0.02, 0.12))):
+                           (SIDE_OBJECT, (-0.21, 0.02, 0.0))):
         R = rot(rng.normal(0, 0.4, 3))
         where = centre + np.asarray(offset)
         objects[ycb_id] = np.concatenate([R, (where - ycb[ycb_id][0].mean(axis=0) @ R.T)[:, None]], axis=1)
