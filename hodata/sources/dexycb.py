@@ -37,7 +37,7 @@ from hodata import manifests
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
 from hodata.mano import ManoConvention
-from hodata.schema import IGNORE, Sample, instance, seg_from_instances
+from hodata.schema import IGNORE, Sample, apply_lut, instance, label_histogram, seg_from_instances
 from hodata.sources import FrameRef, Option, Source
 from hodata.sources.files import read_file, read_image, relative
 from hodata.sources.options import MANO_DIR, RENDERER, masks
@@ -387,7 +387,7 @@ class DexYCBSource(Source):
                                       rendered >= FIRST_OTHER_ID)})
 
         inst = self._apply_option(codes)
-        present = set(np.flatnonzero(np.bincount(inst.ravel(), minlength=256)).tolist())
+        present = set(np.flatnonzero(label_histogram(inst)).tolist())
         instances, objects = [], []
         if hand_posed or HAND_ID in present:
             instances.append(instance(HAND_ID, "hand", q.side, f"{q.side} hand"))
@@ -448,9 +448,9 @@ class DexYCBSource(Source):
         lut[0], lut[SEG_HAND] = 0, HAND_ID
         for k, ycb_id in enumerate(q.ycb_ids):
             lut[ycb_id] = q.instance_of(k)
-        present = np.flatnonzero(np.bincount(seg.ravel(), minlength=256))
+        present = np.flatnonzero(label_histogram(seg))
         unknown = [int(v) for v in present if lut[v] == UNKNOWN]
-        return lut[seg], unknown
+        return apply_lut(seg, lut), unknown
 
     def _apply_option(self, codes: np.ndarray) -> np.ndarray:
         """Instance map: hand and grasped object as they are, the other objects per --dexycb-other-objects."""
@@ -458,7 +458,7 @@ class DexYCBSource(Source):
             return codes
         lut = np.arange(256, dtype=np.uint8)
         lut[FIRST_OTHER_ID:UNKNOWN] = 0 if self.others == "background" else IGNORE
-        return lut[codes]
+        return apply_lut(codes, lut)
 
     # ---------------------------------------------------------------------------------- checks
     def joint_check(self) -> dict | None:
