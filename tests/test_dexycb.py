@@ -481,3 +481,16 @@ def test_manifest_facts_match_the_code():
     assert len(facts["subjects"]) == 10 and len(facts["serials"]) == 8
     assert set(facts["splits"]) >= {"s0", "s1", "s2", "s3"}
     assert demo.MANOPTH_TIPS == {"right": TIP_VERTICES["manopth"], "left": TIP_VERTICES["manopth_left"]}
+
+
+def test_swapped_mano_files_stop_the_source_at_open(tree):
+    """Models go through hodata.mano.load_mano_checked: a right model where the left belongs is one clear line."""
+    mano = tree / "mano"
+    right, left = (mano / "MANO_RIGHT.pkl").read_bytes(), (mano / "MANO_LEFT.pkl").read_bytes()
+    (mano / "MANO_RIGHT.pkl").write_bytes(left)
+    (mano / "MANO_LEFT.pkl").write_bytes(right)
+    with pytest.raises(DataError, match=r"MANO_LEFT\.pkl: this is a right-hand model"):
+        source(tree)
+    (mano / "MANO_LEFT.pkl").write_bytes(b"\x80\x02cos\nsystem\nq\x00.")  # a pickle naming os.system
+    with pytest.raises(DataError, match=r"MANO_LEFT\.pkl"):
+        source(tree, masks="provided")

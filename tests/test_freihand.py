@@ -286,3 +286,28 @@ def test_amodal_is_the_rendered_hand(demo_out):
     np.testing.assert_array_equal(s.amodal, (rendered.load(ref).seg == HAND).astype(np.uint8))
     with pytest.raises(DataError, match="--amodal renders the hand"):
         open_source("freihand", root, {"amodal": True})
+
+
+def test_a_left_model_in_place_of_the_right_stops_the_source(tree):
+    (tree / "mano" / "MANO_RIGHT.pkl").write_bytes((tree / "mano" / "MANO_LEFT.pkl").read_bytes())
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: this is a left-hand model"):
+        open_source("freihand", root_of(tree), {"mano_dir": str(tree / "mano")})
+
+
+def test_manifest_summarises_the_agreement_and_names_the_worst_frames(tree, tmp_path):
+    """One mask spoilt: the build's totals rank it first, by name, with the mean and 1st percentile beside it."""
+    root = root_of(tree)
+    bad = root / "training" / "mask" / "00000003.jpg"
+    m = cv2.imread(str(bad), cv2.IMREAD_GRAYSCALE)
+    m[: m.shape[0] // 2] = 0  # half the hand gone: this annotation's four images agree worst
+    cv2.imwrite(str(bad), m)
+    rec = build(open_source("freihand", root, {"mano_dir": str(tree / "mano")}),
+                BuildConfig(out=tmp_path / "s", progress=False))
+    q = rec["totals"]["quality"]["hand_iou"]
+    assert q["frames"] == rec["totals"]["samples"] == q["ranked_frames"]
+    worst = q["worst"]
+    assert len(worst) == min(20, q["frames"]) and [w["value"] for w in worst] == sorted(w["value"] for w in worst)
+    assert {w["frame"].rsplit("/", 1)[1] for w in worst[:4]} == {f"{3 + k * N:08d}" for k in range(4)}
+    assert worst[0]["value"] < 0.8 < q["mean"] and q["p01"] <= q["mean"] and worst[0]["value"] == q["min"]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["builds"]["freihand"]["totals"]["quality"]["hand_iou"]["worst"] == worst

@@ -375,3 +375,9 @@ def test_worst_frames_skip_past_skipped_frames(tree, tmp_path):
     worst = rec["totals"]["quality"]["min_iou"]["worst"]
     assert worst[0]["value"] == 0.0
     assert worst[0]["frame"].endswith("/ABF10/0002")
+
+
+def test_a_left_model_in_place_of_the_right_stops_the_source(tree):
+    (tree / "mano" / "MANO_RIGHT.pkl").write_bytes((tree / "mano" / "MANO_LEFT.pkl").read_bytes())
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: this is a left-hand model"):
+        open_source("ho3d", tree / "HO3D_v3", opts(tree))
