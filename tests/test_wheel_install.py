@@ -36,9 +36,11 @@ def test_wheel_install_builds_every_demo(tmp_path):
     site.mkdir(parents=True, exist_ok=True)
     (site / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     python = venv / "bin" / "python"
-    run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel],
-        cwd=tmp_path)
+    # no PYTHONPATH, for pip too: a checkout on it carries the egg-info `pip wheel` leaves there, which pip would
+    # take for an installed copy and skip the wheel
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MANO_DIR", "YCB_DIR")}
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--no-deps", "--no-index", "--quiet", wheel],
+        cwd=tmp_path, env=env)
     where = run([python, "-c", "import hodata, hodata.manifests as m; print(hodata.__file__); "
                  "print(m.path('egohands_split.json'))"], cwd=tmp_path, env=env).stdout.split()
     assert all(str(venv) in w for w in where), where  # imported from the wheel, not the checkout
