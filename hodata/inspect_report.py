@@ -63,11 +63,16 @@ def report_tables(report: dict[str, Any]) -> list[Table]:
 
 
 def agreement_text(q: Any) -> str:
-    """``mean 0.762, p01 0.510, min 0.480 over 24 frames`` from a summary dict (other fields left to --json)."""
+    """``mean 0.762, p01 0.510, min 0.480 over 24 frames; worst ho3d/val/ABF10/0003`` from a summary dict (the
+    other worst frames are left to --json and --html)."""
     if not isinstance(q, dict):
         return str(q)
     parts = [f"{k} {q[k]:.3f}" for k in ("mean", "p01", "min") if isinstance(q.get(k), (int, float))]
-    return ", ".join(parts) + (f" over {q['frames']} frames" if q.get("frames") is not None else "")
+    text = ", ".join(parts) + (f" over {q['frames']} frames" if q.get("frames") is not None else "")
+    worst = q.get("worst")
+    if isinstance(worst, list) and worst and isinstance(worst[0], dict) and "frame" in worst[0]:
+        text += f"; worst {worst[0]['frame']}"
+    return text
 
 
 def findings_lines(report: dict[str, Any]) -> list[str]:

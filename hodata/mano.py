@@ -11,7 +11,9 @@ Conventions (see DATASETS.md, "MANO model file"):
 - ``pose`` is the full 48-D axis-angle vector (root first); ``flat_hand_mean=False`` adds ``hands_mean`` to the
   45 finger values (FreiHAND, DexYCB), ``True`` does not (HO3D);
 - output in the model's units (metres), ``trans`` added after skinning (as HO3D, DexYCB and smplx do);
-- fingertips are not MANO joints: :data:`TIP_VERTICES` holds each dataset's own vertex ids.
+- fingertips are not MANO joints: :data:`TIP_VERTICES` holds each dataset's own vertex ids;
+- keypoints: HO3D and DexYCB (manopth) take the skinned joint positions, FreiHAND's toolkit regresses them from
+  the posed mesh (:func:`regressed_joints`); :class:`ManoConvention` states each dataset's choices in one place.
 
 API the sources use (keep the names): :func:`find_mano_file`, :func:`load_mano` (``.faces``,
 ``.forward(pose, betas, trans, flat_hand_mean=...) -> (vertices (778, 3), joints (16, 3))``, batched with a
@@ -55,12 +57,14 @@ KEYS = ("v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "k
 FILE_NAMES = {"right": "MANO_RIGHT.pkl", "left": "MANO_LEFT.pkl"}
 OFFICIAL_MD5 = {"right": "fd5a9d35f914987cf1cc04ffe338caa1", "left": "11aeaca8631aa20db964d4eba491e885"}
 
-# Fingertip vertex ids (thumb, index, middle, ring, little); each dataset picked its own.
+# Fingertip vertex ids (thumb, index, middle, ring, little); each dataset picked its own. manopth (DexYCB) takes
+# a different middle tip on the left hand.
 TIP_VERTICES = {
     "ho3d": (744, 333, 444, 555, 672),
     "freihand": (744, 320, 443, 555, 672),
     "smplx": (744, 320, 443, 554, 671),
     "manopth": (745, 317, 444, 556, 673),
+    "manopth_left": (745, 317, 445, 556, 673),
 }
 # MANO order + tips (HO3D's handJoints3D order) -> thumb-first order (FreiHAND, DexYCB): ho3d `jointsMapManoToSimple`.
 MANO_TO_THUMB_FIRST = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
@@ -256,6 +260,78 @@ def joints21(vertices: np.ndarray, joints: np.ndarray, tips: str = "ho3d", thumb
     """
     out = np.concatenate([joints, vertices[list(TIP_VERTICES[tips])]], axis=0)
     return out[list(MANO_TO_THUMB_FIRST)] if thumb_first else out
+
+
+def tip_set(tips: str, side: str) -> str:
+    """The :data:`TIP_VERTICES` key a dataset uses for a hand of ``side`` (only manopth's differs by side)."""
+    return f"{tips}_left" if side == "left" and f"{tips}_left" in TIP_VERTICES else tips
+
+
+def regressed_joints(model: "ManoModel", vertices: np.ndarray, tips: str = "freihand",
+                     thumb_first: bool = True) -> np.ndarray:
+    """21 keypoints the way FreiHAND's toolkit computes them (``utils/model.py`` ``_calc_coords``): the 16 joints
+    are ``J_regressor`` applied to the *posed* mesh (translation included), not the skinned joint positions
+    that :meth:`ManoModel.forward` returns; the tips are mesh vertices. (B, 778, 3) or (778, 3) -> (B, 21, 3)
+    or (21, 3), thumb-first by default (FreiHAND's order)."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    batched = vertices.ndim == 3
+    verts = vertices if batched else vertices[None]
+    joints = _matmul_each(model.J_regressor, verts)
+    out = np.concatenate([joints, verts[:, list(TIP_VERTICES[tips])]], axis=1)
+    if thumb_first:
+        out = out[:, list(MANO_TO_THUMB_FIRST)]
+    return out if batched else out[0]
+
+
+@dataclass(frozen=True)
+class ManoConvention:
+    """How one dataset poses MANO and where its keypoints come from, stated explicitly and recorded in the
+    build manifest (:meth:`describe`).
+
+    ``use_pca`` / ``ncomps``: the finger pose is ``ncomps`` PCA coefficients (``coeffs @ hands_components[:ncomps]``)
+    or the full 45 axis-angle values; ``flat_hand_mean``: False adds ``hands_mean``; ``fix_left``: the left-hand
+    shapedirs fix (:func:`fix_left_shapedirs`); ``joints``: "skinned" (the joint positions of the skinning
+    transforms: HO3D's patched ``lbs.py``, manopth) or "regressed" (``J_regressor`` on the posed mesh: FreiHAND,
+    :func:`regressed_joints`); ``tips``: the :data:`TIP_VERTICES` set; ``thumb_first``: keypoint order
+    (wrist, thumb .. little) instead of MANO's joints then tips.
+    """
+
+    use_pca: bool
+    ncomps: int
+    flat_hand_mean: bool
+    fix_left: bool
+    joints: str
+    tips: str
+    thumb_first: bool
+    units: str = "metres"
+    trans: str = "added after skinning"
+
+    def __post_init__(self):
+        if self.joints not in ("skinned", "regressed"):
+            raise ValueError(f"joints must be 'skinned' or 'regressed', got {self.joints!r}")
+        if self.tips not in TIP_VERTICES:
+            raise ValueError(f"unknown fingertip set {self.tips!r}; known: {', '.join(TIP_VERTICES)}")
+
+    def forward(self, model: "ManoModel", pose, betas, trans) -> tuple[np.ndarray, np.ndarray]:
+        """Posed (vertices, 16 skinned joints) of one hand, in metres: ``pose`` is 3 root values + 45 finger
+        values (or ``ncomps`` PCA coefficients), ``trans`` added after skinning."""
+        return model.forward(pose, betas, trans, flat_hand_mean=self.flat_hand_mean,
+                             pca_components=self.ncomps if self.use_pca else None)
+
+    def keypoints(self, model: "ManoModel", vertices: np.ndarray, joints: np.ndarray) -> np.ndarray:
+        """The dataset's 21 keypoints of a posed hand (its joint convention, tips and order)."""
+        tips = tip_set(self.tips, model.side)
+        if self.joints == "regressed":
+            return regressed_joints(model, vertices, tips, self.thumb_first)
+        return joints21(vertices, joints, tips, self.thumb_first)
+
+    def describe(self) -> dict:
+        return {"use_pca": self.use_pca, "ncomps": self.ncomps, "flat_hand_mean": self.flat_hand_mean,
+                "left_shapedirs_fix": self.fix_left, "joints": self.joints, "tips": self.tips,
+                "tip_vertices": {side: list(TIP_VERTICES[tip_set(self.tips, side)]) for side in FILE_NAMES},
+                "keypoint_order": "thumb-first (wrist, thumb, index, middle, ring, little)" if self.thumb_first
+                else "MANO joints, then tips (thumb, index, middle, ring, little)",
+                "units": self.units, "trans": self.trans}
 
 
 def axis_angle_to_matrix(rotvecs: np.ndarray) -> np.ndarray:

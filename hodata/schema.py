@@ -117,8 +117,16 @@ def instance(id: int, cls: str, side: str | None = None, name: str | None = None
 
 def seg_from_instances(inst: np.ndarray, instances: list[dict[str, Any]]) -> np.ndarray:
     """The ``seg.png`` label map an instance map implies: hand instances 1, object instances 2, 0 -> 0, 255 -> 255."""
-    lut = instance_class_lut(instances)
-    return lut[inst]
+    return apply_lut(inst, instance_class_lut(instances))
+
+
+def apply_lut(values: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """``lut[values]`` for an 8-bit map and a 256-entry uint8 table (cv2.LUT: ~10x faster than numpy indexing)."""
+    values = np.ascontiguousarray(values, dtype=np.uint8)
+    lut = np.ascontiguousarray(lut, dtype=np.uint8)
+    if values.size == 0 or lut.shape != (256,):
+        return lut[values]
+    return cv2.LUT(values, lut)
 
 
 def instance_class_lut(instances: list[dict[str, Any]]) -> np.ndarray:

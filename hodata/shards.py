@@ -413,7 +413,7 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     record["status"] = "complete"
     record["finished"] = utc_now()
     record["elapsed_s_last_run"] = round(time.time() - t0, 3)
-    record["totals"] = _totals(record)
+    record["totals"] = _totals(record, by_split)
     manifest.update(source.name, record)
     return record
 
@@ -509,7 +509,7 @@ def _split_summary(record: dict, split: str, frames: int) -> dict[str, int]:
             "skipped": sum(1 for s in record["skipped"] if s["split"] == split)}
 
 
-def _totals(record: dict) -> dict[str, Any]:
+def _totals(record: dict, by_split: dict[str, list[FrameRef]] | None = None) -> dict[str, Any]:
     pixels: dict[str, int] = {}
     for sh in record["shards"]:
         for k, v in sh["class_pixels"].items():
@@ -524,6 +524,26 @@ def _totals(record: dict) -> dict[str, Any]:
     if quality:  # data-quality figures, e.g. IoU between provided and rendered masks
         totals["quality"] = {k: {"mean": float(np.mean(v)), "p01": float(np.percentile(v, 1)),
                                  "min": float(np.min(v)), "frames": len(v)} for k, v in quality.items()}
+    if quality and by_split is not None:
+        # The 20 lowest values by sample key, from shards whose list of a figure has one value per written sample
+        # (a sample without it would shift the positions): written frames are the shard's frame range less its skips.
+        from hodata.schema import make_key
+
+        skipped = {(s["split"], s["index"]) for s in record["skipped"]}
+        ranked: dict[str, list[tuple[float, str]]] = {}
+        for sh in record["shards"]:
+            split, (start, end) = sh["split"], sh["frames"]
+            written = [i for i in range(start, end) if (split, i) not in skipped]
+            for k, values in sh.get("quality", {}).items():
+                if len(values) == len(written) == sh["samples"]:
+                    refs = by_split[split]
+                    ranked.setdefault(k, []).extend(
+                        (v, make_key(record["source"]["name"], split, refs[i].sequence, refs[i].frame))
+                        for v, i in zip(values, written))
+        for k, pairs in ranked.items():
+            pairs.sort()
+            totals["quality"][k]["worst"] = [{"frame": key, "value": v} for v, key in pairs[:20]]
+            totals["quality"][k]["ranked_frames"] = len(pairs)
     return totals
 
 

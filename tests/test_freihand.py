@@ -213,3 +213,101 @@ def test_mask_iou():
     b[1:3] = True
     assert mask_iou(a, b) == round(4 / 12, 4)
 
+
+
+def test_pixel_convention_is_measured_and_chosen(tree):
+    """Masks made under a pixel-corner convention (principal point half a pixel off ours) are detected on the
+    first annotations; renders and the recorded K then follow it."""
+    from hodata.render import render_labels
+    from hodata.mano import load_mano
+
+    root = root_of(tree)
+    opts = {"mano_dir": str(tree / "mano"), "masks": "rendered"}
+    src = open_source("freihand", root, opts)
+    src.frames()
+    conv = src.describe()["pixel_convention"]
+    assert conv["chosen"] == "centres" and conv["measured"] and conv["frames"] == N
+    assert conv["hand_iou"]["centres"] > conv["hand_iou"]["corners"]
+    K_all = np.asarray(json.loads((root / "training_K.json").read_text()))
+    verts = np.asarray(json.loads((root / "training_verts.json").read_text()))
+    faces = load_mano(tree / "mano" / "MANO_RIGHT.pkl").faces
+    for i in range(N):  # redo the masks as a renderer sampling pixel corners would have drawn them
+        K = K_all[i].copy()
+        K[:2, 2] -= 0.5
+        hand = render_labels(K, (128, 128), [(verts[i], faces, 1)]) == 1
+        cv2.imwrite(str(root / "training" / "mask" / f"{i:08d}.jpg"), np.repeat((hand * 255).astype(np.uint8)[..., None], 3, 2))
+    src = open_source("freihand", root, opts)
+    refs = src.frames()
+    conv = src.describe()["pixel_convention"]
+    assert conv["chosen"] == "corners" and conv["cx_cy_shift"] == -0.5
+    assert conv["hand_iou"]["corners"] > conv["hand_iou"]["centres"]
+    s = src.load(refs[0])
+    np.testing.assert_allclose(np.asarray(s.camera["K"])[:2, 2], K_all[0][:2, 2] - 0.5)
+    want = cv2.imread(str(root / "training" / "mask" / "00000000.jpg"), cv2.IMREAD_GRAYSCALE) > 127
+    assert mask_iou(s.seg == HAND, want) > 0.99
+    assert s.extra["mask_agreement"]["min_iou"] == s.extra["mask_agreement"]["hand_iou"]
+
+
+def test_training_xyz_are_regressed_from_the_posed_mesh(demo_out):
+    """FreiHAND's keypoints: J_regressor on the posed vertices (not the skinned joints), tips 744 320 443 555 672."""
+    from hodata.mano import load_mano
+
+    root = root_of(demo_out)
+    model = load_mano(demo_out / "mano" / "MANO_RIGHT.pkl")
+    xyz = np.asarray(json.loads((root / "training_xyz.json").read_text()))
+    verts = np.asarray(json.loads((root / "training_verts.json").read_text()))
+    mano = np.asarray(json.loads((root / "training_mano.json").read_text()))[:, 0]  # (N, 61)
+    # the toolkit's own mapping: MANO joint -> FreiHAND keypoint, and keypoint -> tip vertex
+    to_kp = {0: 0, 1: 5, 2: 6, 3: 7, 4: 9, 5: 10, 6: 11, 7: 17, 8: 18, 9: 19, 10: 13, 11: 14, 12: 15,
+             13: 1, 14: 2, 15: 3}
+    tips = {4: 744, 8: 320, 12: 443, 16: 555, 20: 672}
+    for i in range(N):
+        want = np.zeros((21, 3))
+        for j, kp in to_kp.items():
+            want[kp] = sum(model.J_regressor[j, v] * verts[i, v] for v in np.flatnonzero(model.J_regressor[j]))
+        for kp, v in tips.items():
+            want[kp] = verts[i, v]
+        np.testing.assert_allclose(xyz[i], want, atol=1e-9)
+        # not the skinned joints: those sit elsewhere on a posed hand
+        rest_verts, skinned = model.forward(mano[i, :48], mano[i, 48:58], flat_hand_mean=False)
+        skinned = skinned + verts[i].mean(axis=0) - rest_verts.mean(axis=0)
+        assert max(np.abs(skinned[j] - want[kp]).max() for j, kp in to_kp.items()) > 1e-4
+    d = open_source("freihand", root, {"mano_dir": str(demo_out / "mano")}).describe()
+    assert d["mano_convention"]["joints"] == "regressed" and d["mano_convention"]["tips"] == "freihand"
+
+
+def test_amodal_is_the_rendered_hand(demo_out):
+    root = root_of(demo_out)
+    src = open_source("freihand", root, {"mano_dir": str(demo_out / "mano"), "amodal": True})
+    rendered = open_source("freihand", root, {"mano_dir": str(demo_out / "mano"), "masks": "rendered"})
+    ref = src.frames()[0]
+    s = src.load(ref)
+    assert s.extra["mask_source"] == "provided"
+    np.testing.assert_array_equal(s.amodal, (rendered.load(ref).seg == HAND).astype(np.uint8))
+    with pytest.raises(DataError, match="--amodal renders the hand"):
+        open_source("freihand", root, {"amodal": True})
+
+
+def test_a_left_model_in_place_of_the_right_stops_the_source(tree):
+    (tree / "mano" / "MANO_RIGHT.pkl").write_bytes((tree / "mano" / "MANO_LEFT.pkl").read_bytes())
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: this is a left-hand model"):
+        open_source("freihand", root_of(tree), {"mano_dir": str(tree / "mano")})
+
+
+def test_manifest_summarises_the_agreement_and_names_the_worst_frames(tree, tmp_path):
+    """One mask spoilt: the build's totals rank it first, by name, with the mean and 1st percentile beside it."""
+    root = root_of(tree)
+    bad = root / "training" / "mask" / "00000003.jpg"
+    m = cv2.imread(str(bad), cv2.IMREAD_GRAYSCALE)
+    m[: m.shape[0] // 2] = 0  # half the hand gone: this annotation's four images agree worst
+    cv2.imwrite(str(bad), m)
+    rec = build(open_source("freihand", root, {"mano_dir": str(tree / "mano")}),
+                BuildConfig(out=tmp_path / "s", progress=False))
+    q = rec["totals"]["quality"]["hand_iou"]
+    assert q["frames"] == rec["totals"]["samples"] == q["ranked_frames"]
+    worst = q["worst"]
+    assert len(worst) == min(20, q["frames"]) and [w["value"] for w in worst] == sorted(w["value"] for w in worst)
+    assert {w["frame"].rsplit("/", 1)[1] for w in worst[:4]} == {f"{3 + k * N:08d}" for k in range(4)}
+    assert worst[0]["value"] < 0.8 < q["mean"] and q["p01"] <= q["mean"] and worst[0]["value"] == q["min"]
+    manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    assert manifest["builds"]["freihand"]["totals"]["quality"]["hand_iou"]["worst"] == worst

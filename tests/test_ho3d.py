@@ -326,3 +326,58 @@ def test_pyrender_backend_agrees(demo_out):
         for cls in (HAND, OBJECT):
             union = ((a == cls) | (b == cls)).sum()
             assert union == 0 or ((a == cls) & (b == cls)).sum() / union >= 0.99
+
+
+# ---------------------------------------------------------------------------------------- amodal masks
+
+
+def test_amodal_bits_are_each_mesh_alone(tree, tmp_path):
+    root = tree / "HO3D_v3"
+    src = open_source("ho3d", root, opts(tree, amodal=True))
+    assert src.describe()["amodal"] is True and src.describe()["mano_convention"]["flat_hand_mean"] is True
+    hidden = 0
+    for ref in src.frames()[:6]:
+        s = src.load(ref)
+        meta = read_meta(root / "train" / ref.sequence / "meta" / f"{ref.frame}.pkl")
+        K = np.asarray(meta["camMat"], float)
+        hv, hf = src.hand_vertices(meta)
+        ov, of = src.object_vertices(meta)
+        hand = render_labels(K, (s.width, s.height), [(opengl_to_opencv(hv), hf, HAND)]) == HAND
+        obj = render_labels(K, (s.width, s.height), [(opengl_to_opencv(ov), of, OBJECT)]) == OBJECT
+        assert s.amodal.dtype == np.uint8 and set(np.unique(s.amodal).tolist()) <= {0, 1, 2, 3}
+        assert np.array_equal(s.amodal & 1 > 0, hand) and np.array_equal(s.amodal & 2 > 0, obj)
+        assert (s.amodal[s.seg == HAND] & 1).all() and (s.amodal[s.seg == OBJECT] & 2).all()
+        hidden += int(((s.amodal & 2 > 0) & (s.seg == HAND)).sum() > 0)  # object behind the hand
+    assert hidden >= 1
+    assert open_source("ho3d", root, opts(tree)).load(src.frames()[0]).amodal is None
+    with pytest.raises(DataError, match="--amodal renders"):
+        open_source("ho3d", root, {"masks": "provided", "amodal": True})
+    rec = build(src, BuildConfig(out=tmp_path / "s", progress=False))
+    with tarfile.open(tmp_path / "s" / rec["shards"][0]["name"]) as tf:
+        names = tf.getnames()
+    assert sum(n.endswith(".amodal.png") for n in names) == rec["shards"][0]["samples"]
+    quality = rec["totals"]["quality"]
+    assert quality["min_iou"]["ranked_frames"] == rec["totals"]["samples"]
+    worst = quality["min_iou"]["worst"]
+    assert [w["value"] for w in worst] == sorted(w["value"] for w in worst)
+    assert worst[0]["value"] == quality["min_iou"]["min"] and worst[0]["frame"].startswith("ho3d/")
+
+
+def test_worst_frames_skip_past_skipped_frames(tree, tmp_path):
+    """Names come from the frames a shard really holds: a skipped frame shifts nothing."""
+    root = tree / "HO3D_v3"
+    (root / "train" / "ABF10" / "meta" / "0001.pkl").unlink()
+    seg = root / "train" / "ABF10" / "seg" / "0002.png"
+    q = cv2.imread(str(seg))
+    cv2.imwrite(str(seg), np.zeros_like(q))  # provided mask emptied: this frame agrees worst
+    rec = build(open_source("ho3d", root, opts(tree)), BuildConfig(out=tmp_path / "s", progress=False))
+    assert rec["totals"]["skipped"] == 1
+    worst = rec["totals"]["quality"]["min_iou"]["worst"]
+    assert worst[0]["value"] == 0.0
+    assert worst[0]["frame"].endswith("/ABF10/0002")
+
+
+def test_a_left_model_in_place_of_the_right_stops_the_source(tree):
+    (tree / "mano" / "MANO_RIGHT.pkl").write_bytes((tree / "mano" / "MANO_LEFT.pkl").read_bytes())
+    with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: this is a left-hand model"):
+        open_source("ho3d", tree / "HO3D_v3", opts(tree))

@@ -418,7 +418,7 @@ def test_provenance_shows_licence_checksums_and_mask_agreement(tmp_path):
     rec = data["builds"]["tiny"]
     rec["source"] |= {"licence": "CC BY-NC 4.0", "annotations": {"labels.json": {"sha256": "ab" * 32, "bytes": 10}},
                       "mano_file": "/m/MANO_RIGHT.pkl", "mano_sha256": "cd" * 32}
-    worst = [{"key": "tiny/train/s0/0001", "value": 0.41}, {"key": "tiny/val/s9/0002", "value": 0.52}]
+    worst = [{"frame": "tiny/train/s0/0001", "value": 0.41}, {"frame": "tiny/val/s9/0002", "value": 0.52}]
     rec["totals"]["quality"] = {"hand_iou": {"mean": 0.9, "p01": 0.5, "min": 0.41, "frames": 9, "worst": worst}}
     manifest.write_text(json.dumps(data))
     report = report_of([out])
@@ -429,7 +429,8 @@ def test_provenance_shows_licence_checksums_and_mask_agreement(tmp_path):
     assert prov["mask_agreement"]["hand_iou"]["worst"] == worst
     assert [s["verified"] for s in prov["shards"]] == [True, True, True]
     res = CliRunner().invoke(cli_main, ["inspect", str(out)])
-    assert "CC BY-NC 4.0" in res.output and "mean 0.900, p01 0.500, min 0.410 over 9 frames" in res.output
+    assert "CC BY-NC 4.0" in res.output
+    assert "mean 0.900, p01 0.500, min 0.410 over 9 frames; worst tiny/train/s0/0001" in res.output
 
 
 def test_outputs_never_overwrite_inputs(tmp_path):

@@ -136,7 +136,7 @@ def test_page_lists_problems_skips_licence_and_worst_frames(two_sources, tmp_pat
     ho3d["source"]["licence"] = "HO-3D licence: research only"
     ho3d["skipped"] = [{"split": "train", "sequence": "MC1", "frame": "0007", "reason": "rgb <does not decode>",
                         "file": "train/MC1/rgb/0007.jpg", "index": 7}]
-    ho3d["totals"]["quality"]["hand_iou"]["worst"] = [{"key": "ho3d/val/ABF10/0003", "value": 0.4797}]
+    ho3d["totals"]["quality"]["hand_iou"]["worst"] = [{"frame": "ho3d/val/ABF10/0003", "value": 0.4797}]
     manifest.write_text(json.dumps(data))
     victim = shards / "egohos-val-000000.tar"
     victim.write_bytes(victim.read_bytes()[:3000])  # cut inside a member: unreadable, sha256 and count differ

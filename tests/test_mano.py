@@ -432,3 +432,44 @@ def test_damaged_copies_of_a_good_file_never_end_in_a_traceback(mano_dir, tmp_pa
             assert "\n" not in str(e) and str(e).startswith(str(path))
             outcomes["refused"] += 1
     assert outcomes["refused"] > 25
+
+
+def test_regressed_joints_are_the_regressor_on_the_posed_mesh(right):
+    from hodata.mano import regressed_joints
+
+    verts, joints = right.forward(np.zeros(48), trans=[0.0, 0.0, 0.5])
+    np.testing.assert_allclose(regressed_joints(right, verts, thumb_first=False)[:16], joints, atol=1e-12)  # at rest
+    rng = np.random.default_rng(5)
+    pose = rng.normal(0, 0.5, (3, 48))
+    verts, joints = right.forward(pose, trans=[0.0, 0.0, 0.5])
+    out = regressed_joints(right, verts)
+    assert out.shape == (3, 21, 3)
+    for b in range(3):
+        mano_order = np.array([right.J_regressor[j] @ verts[b] for j in range(16)])
+        np.testing.assert_allclose(regressed_joints(right, verts[b], thumb_first=False)[:16], mano_order, atol=1e-12)
+        np.testing.assert_allclose(out[b][[4, 8, 12, 16, 20]], verts[b][list(TIP_VERTICES["freihand"])])
+        assert np.abs(mano_order - joints[b]).max() > 1e-4  # posed: regressed != skinned
+
+
+def test_mano_conventions_state_every_choice(mano_dir):
+    from hodata.mano import ManoConvention, tip_set
+
+    left = load_mano_dir(mano_dir, "left", fix_left=False)
+    dexycb = ManoConvention(use_pca=True, ncomps=45, flat_hand_mean=False, fix_left=False, joints="skinned",
+                            tips="manopth", thumb_first=True)
+    assert tip_set("manopth", "left") == "manopth_left" and tip_set("freihand", "left") == "freihand"
+    rng = np.random.default_rng(6)
+    pose = rng.normal(0, 0.5, 51)
+    verts, joints = dexycb.forward(left, pose[:48], np.ones(10), pose[48:])
+    ref_v, ref_j = reference_lbs(left, np.r_[pose[:3], pose[3:48] @ left.hands_components + left.hands_mean],
+                                 np.ones(10), pose[48:])
+    np.testing.assert_allclose(verts, ref_v, atol=1e-10)
+    kp = dexycb.keypoints(left, verts, joints)
+    np.testing.assert_allclose(kp[12], verts[445])  # manopth's left middle tip
+    np.testing.assert_allclose(kp[1:4], ref_j[13:16], atol=1e-10)
+    d = dexycb.describe()
+    assert d["tip_vertices"] == {"right": [745, 317, 444, 556, 673], "left": [745, 317, 445, 556, 673]}
+    assert d["use_pca"] and d["ncomps"] == 45 and not d["flat_hand_mean"] and not d["left_shapedirs_fix"]
+    with pytest.raises(ValueError, match="joints must be"):
+        ManoConvention(use_pca=False, ncomps=45, flat_hand_mean=True, fix_left=False, joints="x", tips="ho3d",
+                       thumb_first=False)

@@ -65,7 +65,7 @@ def test_an_option_of_another_source_is_refused_in_one_line(tmp_path):
     r = runner.invoke(hodata_cli, ["build", "--source", "egohos", "--root", str(tmp_path), "--out",
                                    str(tmp_path / "o"), "--mano-dir", str(tmp_path)])
     assert r.exit_code == 2
-    assert "No such option: --mano-dir for --source egohos (its options: --egohos-second-order); --mano-dir belongs to freihand, ho3d" in r.output
+    assert "No such option: --mano-dir for --source egohos (its options: --egohos-second-order); --mano-dir belongs to dexycb, freihand, ho3d" in r.output
 
 
 def test_demo_layouts_come_from_the_registry():

@@ -24,27 +24,24 @@ import numpy as np
 from hodata.demo.blobs import add_noise, hsv_to_rgb, paint_background, skin_colour
 from hodata.schema import HAND
 
-FREIHAND_TIPS = (744, 320, 443, 555, 672)  # thumb, index, middle, ring, little
-# MANO joints + tips (thumb, index, middle, ring, little) -> FreiHAND's order (wrist, thumb .. little, base to tip)
-MANO_TO_FREIHAND = (0, 13, 14, 15, 16, 1, 2, 3, 17, 4, 5, 6, 18, 10, 11, 12, 19, 7, 8, 9, 20)
 N_VERSIONS = 4
 EVAL_SAMPLES = 2
 
 
 def random_hand(rng: np.random.Generator, mano, size: tuple[int, int]) -> dict:
-    """One annotation: K, MANO vector (61), joints (21, 3), vertices (778, 3), all in metres / OpenCV frame."""
+    """One annotation: K, MANO vector (61), joints (21, 3), vertices (778, 3), all in metres / OpenCV frame.
+    The joints are FreiHAND's: ``J_regressor`` on the posed mesh plus tip vertices, thumb first."""
+    from hodata.mano import regressed_joints
+
     w, h = size
     f = rng.uniform(0.85, 0.95) * 2 * w
     K = np.array([[f, 0.0, w / 2 + rng.uniform(-4, 4)], [0.0, f, h / 2 + rng.uniform(-4, 4)], [0.0, 0.0, 1.0]])
     pose = np.concatenate([rng.normal(0, 0.8, 3), rng.normal(0, 0.2, 45)])
     beta = rng.normal(0, 0.6, 10)
-    verts, joints = mano.forward(pose, beta, np.zeros(3), flat_hand_mean=False)
-    verts = np.asarray(verts, np.float64).reshape(-1, 778, 3)[0]
-    joints = np.asarray(joints, np.float64).reshape(-1, 3)[:16]
+    verts, _ = mano.forward(pose, beta, np.zeros(3), flat_hand_mean=False)
     target = np.array([rng.uniform(-0.02, 0.02), rng.uniform(-0.02, 0.02), rng.uniform(0.55, 0.7)])
-    shift = target - verts.mean(axis=0)
-    verts, joints = verts + shift, joints + shift
-    xyz = np.concatenate([joints, verts[list(FREIHAND_TIPS)]])[list(MANO_TO_FREIHAND)]
+    verts = verts + (target - verts.mean(axis=0))
+    xyz = regressed_joints(mano, verts, tips="freihand", thumb_first=True)
     uv_root = (K @ xyz[9])[:2] / xyz[9, 2]
     mano_vec = np.concatenate([pose, beta, uv_root, [K[0, 0] / xyz[9, 2]]])  # scale: root depth = f / scale
     return {"K": K, "mano": mano_vec, "xyz": xyz, "verts": verts, "scale": float(np.linalg.norm(xyz[9] - xyz[10]))}

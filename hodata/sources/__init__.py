@@ -56,6 +56,7 @@ register("egohands", "hodata.sources.egohands:EgoHandsSource", demo="hodata.demo
 register("ho3d", "hodata.sources.ho3d:HO3DSource", demo="hodata.demo.ho3d")
 register("freihand", "hodata.sources.freihand:FreiHANDSource", demo="hodata.demo.freihand")
 register("visor", "hodata.sources.visor:VISORSource", demo="hodata.demo.visor")
+register("dexycb", "hodata.sources.dexycb:DexYCBSource", demo="hodata.demo.dexycb")
 
 
 # ------------------------------------------------------------------------------------------------ options

@@ -15,6 +15,14 @@ high threshold such as 240 (HandMesh) shrinks every mask by about a pixel.
 
 The evaluation split is built as "test" when its ground truth is present (``evaluation/segmap`` masks or
 ``evaluation_verts.json``, from FreiHAND_pub_v2_eval.zip), else skipped and noted in :meth:`describe`.
+
+Pixel convention: FreiHAND's K has cx = cy = 112.0 on 224 px images, the centre under a pixel-*corner*
+convention (ours puts pixel centres at integers, where the centre is 111.5). When the provided masks and the
+vertices are both there, the source renders the first 64 training annotations both ways (K as given, and K
+with cx, cy - 0.5), keeps the convention whose renders agree better with the provided masks, records both
+figures in :meth:`describe` and uses it for every render; samples then carry K in hodata's pixel-centre
+convention. Keypoints: FreiHAND's toolkit regresses its joints from the posed mesh
+(:func:`hodata.mano.regressed_joints`, :data:`MANO_CONVENTION`).
 """
 
 from __future__ import annotations
@@ -34,13 +42,19 @@ from hodata.schema import BACKGROUND, HAND, Sample, instance
 from hodata.sources import FrameRef, Source
 from hodata.sources.files import decode_array, read_file, read_image, relative
 from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, masks, val_fraction
-from hodata.sources.rendered import load_mano, mask_iou
+from hodata.mano import ManoConvention
+from hodata.sources.rendered import AMODAL, amodal_map, load_mano, mask_agreement, mask_iou
 from hodata.splits import assign_groups, load_split_file
 
 VERSIONS = ("gs", "hom", "sample", "auto")  # toolkit sample_version order: image i is VERSIONS[i // N]
 MASK_THRESHOLD = 127
 DEFAULT_VAL_FRACTION = 0.1
 TEST_SEQUENCE = "evaluation"
+# The toolkit: MANO_RIGHT, use_pca=False, flat_hand_mean=False; joints = J_regressor on the posed mesh + tips.
+MANO_CONVENTION = ManoConvention(use_pca=False, ncomps=45, flat_hand_mean=False, fix_left=False, joints="regressed",
+                                 tips="freihand", thumb_first=True)
+CONVENTION_FRAMES = 64  # training annotations the pixel convention is measured on
+PIXEL_CONVENTIONS = {"centres": 0.0, "corners": -0.5}  # shift of cx, cy into hodata's pixel-centre convention
 
 
 def image_index(i: int, n: int) -> tuple[int, str]:
@@ -93,7 +107,7 @@ class FreiHANDSource(Source):
     """
 
     name = "freihand"
-    OPTIONS = (MANO_DIR, masks("provided"), RENDERER, val_fraction(DEFAULT_VAL_FRACTION), SPLIT_FILE)
+    OPTIONS = (MANO_DIR, masks("provided"), RENDERER, val_fraction(DEFAULT_VAL_FRACTION), SPLIT_FILE, AMODAL)
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
@@ -105,8 +119,12 @@ class FreiHANDSource(Source):
             raise DataError("not a FreiHAND root: training_K.json missing"
                             + (f" (try --root {self.root / hint[0]})" if hint else ""), k_file)
         mano_given = self.options["mano_dir"] or os.environ.get("MANO_DIR")
-        self.mano = load_mano(self.options["mano_dir"], "right", fix_left=False) \
+        self.amodal = bool(self.options["amodal"])
+        if self.amodal and not (mano_given and (self.root / "training_verts.json").is_file()):
+            raise DataError("--amodal renders the hand: pass --mano-dir and keep training_verts.json", self.root)
+        self.mano = load_mano(self.options["mano_dir"], "right", fix_left=MANO_CONVENTION.fix_left) \
             if (mano_given or self.masks == "rendered") else None
+        self._convention: dict[str, Any] | None = None
         self._K: dict[str, np.ndarray] = {}
         self._verts: dict[str, np.ndarray | None] = {}  # per process, on first use
         self._split_of: dict[int, str] | None = None
@@ -162,6 +180,7 @@ class FreiHANDSource(Source):
         for subset in {ref.info[0] for ref in refs}:
             if self._can_render(subset):
                 self.vertices(subset)
+        self.pixel_convention()
         return refs
 
     def build_options(self) -> dict[str, Any]:
@@ -191,6 +210,9 @@ class FreiHANDSource(Source):
             "mask_rule": f"luminance > {MASK_THRESHOLD} of training/mask/%08d.jpg (index % N)",
             "renderer": self.renderer if self.mano else None,
             "mano": self.mano.describe() if self.mano else None,
+            "mano_convention": MANO_CONVENTION.describe(),
+            "pixel_convention": self.pixel_convention(),
+            "amodal": self.amodal,
             "mano_file": self.mano.path if self.mano else None,
             "render_note": None if self.mano else "no --mano-dir: provided masks not compared with renders",
             "evaluation": evaluation,
@@ -209,7 +231,7 @@ class FreiHANDSource(Source):
         idx = i % n
         rgb_path = self.root / subset / "rgb" / f"{i:08d}.jpg"
         image, (width, height) = read_image(rgb_path)
-        K = K_all[idx]
+        K = self._shifted(K_all[idx])
 
         provided, mask_path = self._provided(subset, idx, (width, height))
         rendered = self._render(subset, idx, K, (width, height)) if self._can_render(subset) else None
@@ -226,7 +248,13 @@ class FreiHANDSource(Source):
         if subset == "training":
             extra["version"] = VERSIONS[i // n]
         if provided is not None and rendered is not None:
-            extra["mask_agreement"] = {"hand_iou": mask_iou(provided, rendered)}
+            extra["mask_agreement"] = mask_agreement({"hand_iou": (provided, rendered)})
+        amodal = None
+        if self.amodal:
+            if rendered is None:
+                extra["amodal"] = f"not available: no {subset}_verts.json to render"
+            else:  # one mesh: its silhouette is the rendered mask
+                amodal = amodal_map((height, width), rendered, None)
         provenance = {"rgb": self._rel(rgb_path), "K": f"{subset}_K.json[{idx}]"}
         if provided is not None:
             provenance["mask"] = self._rel(mask_path)
@@ -237,7 +265,7 @@ class FreiHANDSource(Source):
             image=image, image_ext="jpg", seg=seg, width=width, height=height,
             labels={"hand": True, "object": False, "sides": True}, objects=[],
             inst=seg.copy(), instances=[instance(1, "hand", "right")],
-            camera={"K": K.tolist()}, provenance=provenance, extra=extra,
+            camera={"K": K.tolist()}, provenance=provenance, extra=extra, amodal=amodal,
         )
 
     def _provided(self, subset: str, idx: int, size: tuple[int, int]) -> tuple[np.ndarray | None, Path]:
@@ -272,6 +300,48 @@ class FreiHANDSource(Source):
         verts = self.vertices(subset)[idx].astype(np.float64)
         faces = np.asarray(self.mano.faces, dtype=np.int64)
         return render_labels(K, size, [(verts, faces, HAND)], backend=self.renderer) == HAND
+
+    def pixel_convention(self) -> dict[str, Any]:
+        """Which principal-point convention the provided masks were made with, measured once (see the module
+        docstring): ``{"chosen", "cx_cy_shift", "measured", "hand_iou": {convention: mean}, "frames"}``."""
+        if self._convention is None:
+            self._convention = {"chosen": "centres", "cx_cy_shift": 0.0, "measured": False}
+            if not self._can_render("training"):
+                self._convention["note"] = "not measured: rendering needs --mano-dir and training_verts.json"
+                return self._convention
+            K_all = self._camera("training")
+            ious: dict[str, list[float]] = {name: [] for name in PIXEL_CONVENTIONS}
+            for idx in range(min(CONVENTION_FRAMES, len(K_all))):
+                path = self.root / "training" / "mask" / f"{idx:08d}.jpg"
+                try:
+                    mask = threshold_mask(read_file(path, "mask"), path)
+                except BadFrame:
+                    continue
+                for name, shift in PIXEL_CONVENTIONS.items():
+                    K = K_all[idx].copy()
+                    K[:2, 2] += shift
+                    iou = mask_iou(mask, self._render("training", idx, K, (mask.shape[1], mask.shape[0])))
+                    if iou is not None:
+                        ious[name].append(iou)
+            if not ious["centres"]:
+                self._convention["note"] = "not measured: no training masks among the first annotations"
+                return self._convention
+            means = {name: round(float(np.mean(v)), 4) for name, v in ious.items()}
+            chosen = max(means, key=lambda name: (means[name], name == "centres"))  # a tie keeps K as given
+            self._convention = {"chosen": chosen, "cx_cy_shift": PIXEL_CONVENTIONS[chosen], "measured": True,
+                                "hand_iou": means, "frames": len(ious["centres"]),
+                                "rule": "mean hand IoU of provided masks vs renders with K as given ('centres') "
+                                        "and with cx, cy - 0.5 ('corners'); samples carry the chosen K"}
+        return self._convention
+
+    def _shifted(self, K: np.ndarray) -> np.ndarray:
+        """K in hodata's pixel-centre convention (the measured shift applied to cx, cy)."""
+        shift = self.pixel_convention()["cx_cy_shift"]
+        if not shift:
+            return K
+        K = K.copy()
+        K[:2, 2] += shift
+        return K
 
     def _rel(self, path: Path) -> str:
         return relative(self.root, path)

@@ -25,12 +25,12 @@ import numpy as np
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
-from hodata.mano import axis_angle_to_matrix
+from hodata.mano import ManoConvention, axis_angle_to_matrix
 from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size, instance
 from hodata.sources import FrameRef, Source
 from hodata.sources.files import decode_array, read_file, read_image, relative
 from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, YCB_DIR, masks, val_fraction
-from hodata.sources.rendered import YCB_MESH_NAME, YCBMeshes, load_mano, mano_vertices, mask_iou
+from hodata.sources.rendered import AMODAL, YCB_MESH_NAME, YCBMeshes, amodal_map, load_mano, mask_agreement
 from hodata.splits import assign_groups, load_split_file
 
 # Sequences recorded by several cameras are a base name plus a camera digit (ABF10..ABF14 -> ABF1); the
@@ -39,6 +39,10 @@ MULTI_CAMERA_BASES = ("ABF1", "BB1", "GPMF1", "GSF1", "MDF1", "SB1", "ShSu1", "S
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 REQUIRED_META = ("handPose", "handBeta", "handTrans", "camMat", "objRot", "objTrans", "objName")
 DEFAULT_VAL_FRACTION = 0.1
+# The toolkit loads MANO_RIGHT with flat_hand_mean=True and overwrites the full 48-D pose (no PCA); its 21
+# joints are the skinned ones plus tips 744, 333, 444, 555, 672 (patched lbs.py). Right hands only.
+MANO_CONVENTION = ManoConvention(use_pca=False, ncomps=45, flat_hand_mean=True, fix_left=False, joints="skinned",
+                                 tips="ho3d", thumb_first=False)
 
 
 # --------------------------------------------------------------------------------------------- geometry
@@ -143,12 +147,14 @@ class HO3DSource(Source):
     """
 
     name = "ho3d"
-    OPTIONS = (MANO_DIR, YCB_DIR, masks("rendered"), RENDERER, val_fraction(DEFAULT_VAL_FRACTION), SPLIT_FILE)
+    OPTIONS = (MANO_DIR, YCB_DIR, masks("rendered"), RENDERER, val_fraction(DEFAULT_VAL_FRACTION), SPLIT_FILE,
+               AMODAL)
 
     def __init__(self, root, options=None):
         super().__init__(root, options)
         self.masks, self.renderer = self.options["masks"], self.options["renderer"]
         self.val_fraction = self.options["val_fraction"]
+        self.amodal = bool(self.options["amodal"])
         self.train_list = self.root / "train.txt"
         if not self.train_list.is_file():
             hint = [p.name for p in self.root.glob("HO3D_v*") if (p / "train.txt").is_file()]
@@ -169,8 +175,10 @@ class HO3DSource(Source):
             raise DataError("HO3D rendered masks need the YCB object models: pass --ycb-dir DIR holding "
                             f"<objName>/{YCB_MESH_NAME} (the YCB-Video models download)", self.root)
         if self.masks == "provided" and not (mano_given and ycb_given):
+            if self.amodal:
+                raise DataError("--amodal renders the annotated poses: pass --mano-dir and --ycb-dir", self.root)
             return None, None, "no rendering: pass --mano-dir and --ycb-dir to compare provided masks with renders"
-        return load_mano(self.options["mano_dir"], "right", fix_left=False), YCBMeshes(ycb_given), ""
+        return load_mano(self.options["mano_dir"], "right", fix_left=MANO_CONVENTION.fix_left), YCBMeshes(ycb_given), ""
 
     def _read_list(self, path: Path) -> list[tuple[str, str]]:
         entries = []
@@ -268,6 +276,8 @@ class HO3DSource(Source):
             "renderer": self.renderer if self.mano else None,
             "render_note": self.render_note or None,
             "mano": self.mano.describe() if self.mano else None,
+            "mano_convention": MANO_CONVENTION.describe(),
+            "amodal": self.amodal,
             "mano_file": self.mano.path if self.mano else None,
             "mano_sha256": file_digest(Path(self.mano.path))["sha256"] if self.mano else None,
             "ycb_dir": str(self.ycb.dir) if self.ycb else None,
@@ -297,12 +307,15 @@ class HO3DSource(Source):
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
 
         extra: dict[str, Any] = {"mask_source": self.masks, "version": v["version"]}
-        rendered = None
+        rendered = amodal = None
         if self.mano is not None:
             try:
-                rendered = self.render(meta, (width, height))
+                meshes = self.meshes(meta)
+                rendered = self.render(meta, (width, height), meshes)
+                if self.amodal:
+                    amodal = self.render_amodal(meta, (width, height), meshes)
             except BadFrame as e:
-                if self.masks == "rendered":
+                if self.masks == "rendered" or self.amodal:
                     raise
                 extra["render_error"] = str(e)  # provided masks do not need the render: only the agreement is lost
         provided = None
@@ -317,8 +330,8 @@ class HO3DSource(Source):
         seg = rendered if self.masks == "rendered" else provided
 
         if rendered is not None and provided is not None:
-            extra["mask_agreement"] = {"hand_iou": mask_iou(rendered == HAND, provided == HAND),
-                                       "object_iou": mask_iou(rendered == OBJECT, provided == OBJECT)}
+            extra["mask_agreement"] = mask_agreement({"hand_iou": (provided == HAND, rendered == HAND),
+                                                      "object_iou": (provided == OBJECT, rendered == OBJECT)})
         provenance = {"rgb": relative(self.root, rgb_path), "meta": relative(self.root, meta_path)}
         if provided is not None:
             provenance["seg"] = relative(self.root, seg_path)
@@ -334,12 +347,15 @@ class HO3DSource(Source):
             camera={"K": K.tolist()},
             provenance=provenance,
             extra=extra,
+            amodal=amodal,
         )
 
     # ---------------------------------------------------------------------------------- rendering
     def hand_vertices(self, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """MANO right hand in HO3D's OpenGL frame: full 48-D pose, no hand mean, handTrans after skinning."""
-        verts = mano_vertices(self.mano, meta["handPose"], meta["handBeta"], meta["handTrans"], flat_hand_mean=True)
+        verts, _ = MANO_CONVENTION.forward(self.mano, np.asarray(meta["handPose"], np.float64).reshape(48),
+                                           np.asarray(meta["handBeta"], np.float64).reshape(10),
+                                           np.asarray(meta["handTrans"], np.float64).reshape(3))
         return verts, np.asarray(self.mano.faces, dtype=np.int64)
 
     def object_vertices(self, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -347,14 +363,26 @@ class HO3DSource(Source):
         verts, faces = self.ycb.get(str(meta["objName"]))
         return pose_object(verts, meta["objRot"], meta["objTrans"]), faces
 
-    def render(self, meta: dict[str, Any], size: tuple[int, int]) -> np.ndarray:
-        from hodata.render import render_labels
-
+    def meshes(self, meta: dict[str, Any]) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Hand (label 1) and object (label 2) in the OpenCV camera frame the renderer takes."""
         hv, hf = self.hand_vertices(meta)
         ov, of = self.object_vertices(meta)
+        return [(opengl_to_opencv(hv), hf, HAND), (opengl_to_opencv(ov), of, OBJECT)]
+
+    def render(self, meta: dict[str, Any], size: tuple[int, int], meshes=None) -> np.ndarray:
+        """The label map (z-buffer: the nearer of hand and object owns each pixel)."""
+        from hodata.render import render_labels
+
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
-        meshes = [(opengl_to_opencv(hv), hf, HAND), (opengl_to_opencv(ov), of, OBJECT)]
-        return render_labels(K, size, meshes, backend=self.renderer)
+        return render_labels(K, size, meshes or self.meshes(meta), backend=self.renderer)
+
+    def render_amodal(self, meta: dict[str, Any], size: tuple[int, int], meshes=None) -> np.ndarray:
+        """``amodal.png``: bit 0 the hand's full silhouette, bit 1 the object's, each drawn alone."""
+        from hodata.render import render_silhouettes
+
+        K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
+        hand, obj = render_silhouettes(K, size, meshes or self.meshes(meta))
+        return amodal_map((size[1], size[0]), hand, obj)
 
 
 def _plain(value: Any) -> Any:

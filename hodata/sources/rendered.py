@@ -11,21 +11,38 @@ from typing import Any
 
 import numpy as np
 
+import click
+
 from hodata.errors import BadFrame, DataError
+from hodata.schema import AMODAL_HAND_BIT, AMODAL_OBJECT_BIT
+from hodata.sources import Option
 
 YCB_MESH_NAME = "textured_simple.obj"
 
 
+class FlagOption(Option):
+    """An on/off option: ``--name`` alone turns it on (the shared :class:`Option` takes a value)."""
+
+    def click_option(self) -> click.Option:
+        return click.Option([self.flag, self.name], is_flag=True, default=None, help=self.help)
+
+
+AMODAL = FlagOption("amodal", click.BOOL, False,
+                    "Also write amodal.png: bit 0 = the hand's full silhouette, bit 1 = the object's, each "
+                    "rendered alone (no occlusion).")
+
+
 def load_mano(mano_dir: Any, side: str, fix_left: bool):
-    """The MANO model of one side from ``--mano-dir`` (or env MANO_DIR), loaded and checked now.
+    """The MANO model of one side from ``--mano-dir`` (or env MANO_DIR), found, loaded and checked now
+    (:func:`hodata.mano.load_mano_checked`: allow-listed unpickler, validated arrays, handedness).
 
     ``fix_left`` applies the left-hand shapedirs fix (see :func:`hodata.mano.fix_left_shapedirs`); it must be
     stated explicitly, since datasets differ (DexYCB was annotated with the unfixed MANO_LEFT). A missing,
     foreign or damaged file is a DataError here, at open time, so a build never starts on a bad model.
     """
-    from hodata.mano import load_mano_dir  # loaded only by sources that render
+    from hodata.mano import load_mano_checked  # loaded only by sources that render
 
-    return load_mano_dir(mano_dir, side, fix_left=fix_left)
+    return load_mano_checked(mano_dir, side, fix_left=fix_left)
 
 
 def mano_file(mano_dir: Any, side: str) -> Path:
@@ -78,3 +95,22 @@ def mask_iou(a: np.ndarray, b: np.ndarray) -> float | None:
     if union == 0:
         return None
     return round(int(np.count_nonzero(a & b)) / union, 4)
+
+
+def mask_agreement(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, float | None]:
+    """Per-class IoU of provided vs rendered masks (``{"hand_iou": (provided, rendered), ...}``), plus ``min_iou``:
+    the frame's lowest per-class IoU, where a class empty in both counts as agreeing (1.0), so every frame that
+    has both masks carries it (the build manifest ranks frames by it)."""
+    out = {name: mask_iou(a, b) for name, (a, b) in pairs.items()}
+    out["min_iou"] = min((v for v in out.values() if v is not None), default=1.0)
+    return out
+
+
+def amodal_map(shape: tuple[int, int], hand: np.ndarray | None, obj: np.ndarray | None) -> np.ndarray:
+    """The ``amodal.png`` bit map: bit 0 the hand's full silhouette, bit 1 the object's (either may be absent)."""
+    out = np.zeros(shape, np.uint8)
+    if hand is not None:
+        out[hand] |= AMODAL_HAND_BIT
+    if obj is not None:
+        out[obj] |= AMODAL_OBJECT_BIT
+    return out
