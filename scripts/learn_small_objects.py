@@ -31,7 +31,7 @@ import numpy as np
 
 from hodata.demo.blobs import (SIDES, Hand, Obj, Scene, _shade, _touching, add_noise, blob_shape, hand_shape,
                                hsv_to_rgb, paint_background, saturated_colour, skin_colour)
-from hodata.demo.egohos import FRAMES_PER_CLIP, contact_map, egohos_label, split_counts
+from hodata.demo.egohos import write_frames
 
 # OpenCV hue families (0..179) of the held objects and of the distractors; the demo uses 60-120 and 140-162.
 OBJECT_HUES = (22, 90, 132, 172)
@@ -110,25 +110,8 @@ def small_object_scene(rng: np.random.Generator, size: tuple[int, int] = (160, 1
 
 def write_dataset(out: Path, frames: int, seed: int, size: tuple[int, int]) -> dict[str, float]:
     """Frames in EgoHOS's release layout (image/label/contact per split); returns the object pixel share."""
-    rng = np.random.default_rng(seed)
-    index, obj_px, all_px = 0, 0, 0
-    for split, count in split_counts(frames).items():
-        dirs = {d: out / split / d for d in ("image", "label", "contact")}
-        for d in dirs.values():
-            d.mkdir(parents=True, exist_ok=True)
-        for _ in range(count):
-            clip, frame_no = divmod(index, FRAMES_PER_CLIP)
-            name = f"small{seed:02d}v{clip:03d}_{30 * frame_no + 15:06d}"
-            index += 1
-            scene = small_object_scene(rng, size)
-            label = egohos_label(scene)
-            obj_px += int((label >= 3).sum())
-            all_px += label.size
-            cv2.imwrite(str(dirs["image"] / f"{name}.jpg"), cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR),
-                        [cv2.IMWRITE_JPEG_QUALITY, 92])
-            cv2.imwrite(str(dirs["label"] / f"{name}.png"), label)
-            cv2.imwrite(str(dirs["contact"] / f"{name}.png"), contact_map(scene))
-    return {"frames": frames, "object_pixel_share": obj_px / all_px}
+    share = write_frames(out, frames, seed, lambda rng: small_object_scene(rng, size), prefix="small")
+    return {"frames": frames, "object_pixel_share": share}
 
 
 # ------------------------------------------------------------------------------------------------ variants

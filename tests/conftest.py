@@ -11,6 +11,16 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
+@pytest.fixture()
+def tree(demo_out, tmp_path) -> Path:
+    """A private copy of the test module's ``demo_out`` fixture (a demo dataset), for tests that edit it."""
+    import shutil
+
+    dst = tmp_path / "demo"
+    shutil.copytree(demo_out, dst)
+    return dst
+
+
 @pytest.fixture(scope="session")
 def egohos_demo_shards(tmp_path_factory) -> Path:
     """EgoHOS-layout synthetic colour-blob frames built into hodata/1 shards (8 samples per shard), once per run.

@@ -40,14 +40,6 @@ def demo_out(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture()
-def tree(demo_out, tmp_path) -> Path:
-    """A private copy of the demo (tests edit it)."""
-    dst = tmp_path / "demo"
-    shutil.copytree(demo_out, dst)
-    return dst
-
-
 def opts(out: Path, **kw) -> dict:
     return {"mano_dir": str(out / "mano"), **kw}
 

@@ -35,13 +35,6 @@ def demo_out(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture()
-def tree(demo_out, tmp_path) -> Path:
-    dst = tmp_path / "demo"
-    shutil.copytree(demo_out, dst)
-    return dst
-
-
 def root_of(out: Path) -> Path:
     return out / "FreiHAND_pub_v2"
 

@@ -13,6 +13,7 @@ Names imitate the release's ``<video>_<frame number>`` style so the source's seq
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -66,20 +67,30 @@ def contact_map(scene: Scene, px: int = 2) -> np.ndarray:
 def write(out: Path, frames: int = 48, seed: int = 0, size: tuple[int, int] = (160, 120)) -> dict:
     """Write ``frames`` synthetic frames under ``out`` in the EgoHOS layout; deterministic given ``seed``."""
     out = Path(out)
+    write_frames(out, frames, seed, lambda rng: compose_scene(rng, size, n_objects=int(rng.choice([0, 1, 1, 2, 2]))))
+    return {"root": str(out), "build_command": f"hodata build --source egohos --root {out} --out SHARDS"}
+
+
+def write_frames(out: Path, frames: int, seed: int, make_scene: Callable[[np.random.Generator], Scene],
+                 prefix: str = "demo") -> float:
+    """Write the scenes ``make_scene`` draws as EgoHOS frames (image, label, contact per split, clip-style names);
+    returns the share of all pixels that are objects."""
     rng = np.random.default_rng(seed)
-    index = 0
+    index, object_px, all_px = 0, 0, 0
     for split, count in split_counts(frames).items():
         dirs = {d: out / split / d for d in ("image", "label", "contact")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         for _ in range(count):
             clip, frame_no = divmod(index, FRAMES_PER_CLIP)
-            name = f"demo{seed:02d}v{clip:03d}_{30 * frame_no + 15:06d}"
+            name = f"{prefix}{seed:02d}v{clip:03d}_{30 * frame_no + 15:06d}"
             index += 1
-            scene = compose_scene(rng, size, n_objects=int(rng.choice([0, 1, 1, 2, 2])))
+            scene = make_scene(rng)
             bgr = cv2.cvtColor(scene.rgb, cv2.COLOR_RGB2BGR)
             if not cv2.imwrite(str(dirs["image"] / f"{name}.jpg"), bgr, [cv2.IMWRITE_JPEG_QUALITY, 92]):
                 raise OSError(f"could not write {dirs['image'] / name}.jpg")
-            cv2.imwrite(str(dirs["label"] / f"{name}.png"), egohos_label(scene))
+            label = egohos_label(scene)
+            object_px, all_px = object_px + int((label >= 3).sum()), all_px + label.size
+            cv2.imwrite(str(dirs["label"] / f"{name}.png"), label)
             cv2.imwrite(str(dirs["contact"] / f"{name}.png"), contact_map(scene))
-    return {"root": str(out), "build_command": f"hodata build --source egohos --root {out} --out SHARDS"}
+    return object_px / max(1, all_px)
