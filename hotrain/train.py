@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -93,7 +94,11 @@ def fit(user: dict[str, Any], resume: bool = False) -> dict[str, Any]:
 def setup(cfg: TrainConfig, user: dict[str, Any], resume: bool, ctx: dist.Context) -> Run:
     """Config (the saved one on --resume), data, model, optimizer; restored from ``out/last.pt`` on --resume."""
     out = Path(cfg.out)
-    state = ckpt_io.load(out / "last.pt") if resume and (out / "last.pt").is_file() else None
+    if ctx.is_main:
+        for tmp in ckpt_io.remove_stale_temps(out):
+            print(f"[hotrain] removed {tmp}, left by a checkpoint write that was killed", file=sys.stderr)
+    state = (ckpt_io.load(out / "last.pt", need=ckpt_io.RESUME_KEYS, why="--resume needs a full checkpoint (last.pt)")
+             if resume and (out / "last.pt").is_file() else None)
     ignored: list[str] = []
     if state is not None:
         cfg, ignored = resumed_config(state, user)
@@ -237,7 +242,7 @@ def initial_model(cfg: TrainConfig, user: dict[str, Any], stage: Stage) -> tuple
     icfg = init["config"]
     if user.get("model") not in (None, icfg["model"]):
         raise TrainError(f"{cfg.init}: --init checkpoint is a {icfg['model']}, not the asked {user['model']}")
-    if user.get("aux") and not icfg["aux"]:
+    if user.get("aux") and not icfg.get("aux", False):
         raise TrainError(f"{cfg.init}: --init checkpoint has no aux head; train with --no-aux")
     old, new = checkpoint_classes(init), list(stage.classes)
     try:
@@ -287,10 +292,15 @@ def _as_config(cfg: TrainConfig | dict) -> TrainConfig:
 
 def restore(run: Run, state: dict[str, Any]) -> None:
     """Optimizer, scheduler, scaler, step, best score and this rank's RNG states from a full checkpoint."""
-    run.opt.load_state_dict(state["optimizer"])
-    run.sched.load_state_dict(state["scheduler"])
-    if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
+    try:
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise TrainError(f"{getattr(state, 'path', run.out / 'last.pt')}: optimizer / scheduler state does not fit "
+                         f"this model ({type(e).__name__}: {first})") from None
     run.step, run.best = int(state["step"]), float(state.get("best_miou", -1.0))
     rngs = state.get("rng") or []
     if len(rngs) == run.ctx.world_size:
