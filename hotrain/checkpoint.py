@@ -4,7 +4,8 @@ Everything stored is a tensor, a number, a string, or a plain list/tuple/dict of
 anything else under ``weights_only=True``): the config is a plain dict, numpy's RNG state is a tensor.
 
 Every checkpoint written carries ``digest``: the sha256 of its model state (each tensor's name, dtype, shape
-and bytes, in name order, computed on the CPU). :func:`load` recomputes it, so flipped bytes in the weights
+and bytes, in name order, computed on the CPU) and one of all its other entries (optimizer and RNG states,
+config, step). :func:`load` recomputes both, so flipped bytes in the weights
 are refused even where the file still unpickles; it also refuses non-finite weights, an unknown model and a
 file that is not a hotrain checkpoint, each in one line naming the file. A checkpoint of an older hotrain,
 without a digest, loads after a one-line note.
@@ -25,7 +26,8 @@ import torch
 
 from hodata.errors import DataError
 
-DIGEST_KIND = "sha256 of model state: name, dtype, shape, bytes per tensor, in name order"
+DIGEST_KIND = ("model_sha256: model state, name, dtype, shape, bytes per tensor, in name order; "
+               "sha256: every entry but the digest")
 _TEMP = re.compile(r"^\..+\.pt\.tmp\.(\d+)$")  # what save_atomic writes: .<name>.pt.tmp.<pid>
 
 
@@ -47,6 +49,32 @@ def model_digest(state: dict[str, torch.Tensor]) -> str:
         h.update(f"{name}\0{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
         if t.numel():
             h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def tree_digest(obj: Any) -> str:
+    """sha256 over a checkpoint's entries (nested dicts in key order, lists in order; tensors as in
+    :func:`model_digest`, everything else by ``repr``): optimizer state, RNG states, config, step."""
+    h = hashlib.sha256()
+
+    def walk(x: Any, at: str) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().cpu().contiguous()
+            h.update(f"{at}\0T{str(t.dtype).removeprefix('torch.')}\0{tuple(t.shape)}\0".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, dict):
+            h.update(f"{at}\0D{len(x)}\0".encode())
+            for k in sorted(x, key=lambda k: (type(k).__name__, str(k))):
+                walk(x[k], f"{at}/{k!r}")
+        elif isinstance(x, (list, tuple)):
+            h.update(f"{at}\0L{len(x)}\0".encode())
+            for i, v in enumerate(x):
+                walk(v, f"{at}/{i}")
+        else:
+            h.update(f"{at}\0{x!r}\0".encode())
+
+    walk(obj, "")
     return h.hexdigest()
 
 
@@ -86,7 +114,9 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path.parent)
     if isinstance(obj.get("model"), dict):
-        obj = obj | {"digest": {"model_sha256": model_digest(obj["model"]), "kind": DIGEST_KIND}}
+        body = {k: v for k, v in obj.items() if k != "digest"}
+        obj = body | {"digest": {"model_sha256": model_digest(obj["model"]), "sha256": tree_digest(body),
+                                 "kind": DIGEST_KIND}}
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
@@ -135,6 +165,9 @@ def load(path: str | os.PathLike, need: Iterable[str] = (), why: str = "") -> Ch
     if isinstance(digest, dict) and "model_sha256" in digest:
         if model_digest(state) != digest["model_sha256"]:
             raise CheckpointError("model tensors differ from the checkpoint's digest (the file is damaged)", path)
+        if "sha256" in digest and tree_digest({k: v for k, v in ckpt.items() if k != "digest"}) != digest["sha256"]:
+            raise CheckpointError("checkpoint entries (optimizer, RNG or config) differ from its digest "
+                                  "(the file is damaged)", path)
     else:
         print(f"[hotrain] note: {path}: no tensor digest (written by an older hotrain): weights not verified",
               file=sys.stderr, flush=True)

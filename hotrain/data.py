@@ -164,14 +164,20 @@ def read_shards(verify: ShardIndex | None = None):
       the manifest when the reader has done with it (one pass over the file)."""
 
     def stage(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        current: dict[str, str | None] = {"url": None}
+        current: dict[str, Any] = {"url": None, "stream": None}
 
         def handler(exn: Exception) -> bool:
             if isinstance(exn, DataError):  # raised by this stage, one level further in
                 raise exn
             first = str(exn.args[0]).split(" @ ")[0].splitlines()[0][:200] if exn.args else ""
-            raise DataError(f"shard does not read as a tar file ({type(exn).__name__}: {first})",
-                            current["url"]) from None
+            message = f"shard does not read as a tar file ({type(exn).__name__}: {first})"
+            stream = current.get("stream")
+            if isinstance(stream, HashingReader):  # say whether it is the file the manifest lists
+                try:
+                    stream.finish()
+                except DataError as e:
+                    message += "; " + e.message.removeprefix("shard's ")
+            raise DataError(message, current["url"]) from None
 
         def opened() -> Iterator[dict[str, Any]]:
             for item in src:
@@ -183,6 +189,7 @@ def read_shards(verify: ShardIndex | None = None):
                 exp = verify.expected(url) if verify is not None else None
                 if exp is not None:
                     stream = HashingReader(stream, url, exp)
+                current["stream"] = stream
                 yield {**item, "stream": stream}
                 if exp is not None:  # the tar reader has asked for the next shard: this one was read whole
                     stream.finish()
