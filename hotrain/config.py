@@ -88,8 +88,8 @@ class TrainConfig:
     val_split: str = option("val", "Split of the validation shards.")
     verify: bool = option(True, "Check every shard a rank reads against the manifest.json beside it (size and "
                           "sha256), once per run, before training.", flag="pair")
-    max_bad_shards: int = option(2, "Damaged shards (sha256, size, missing) skipped, over all ranks, train and "
-                                 "validation together, before the run stops instead.")
+    max_bad_shards: int = option(2, "Most damaged shards (other sha256 or size, missing) a run skips, over all "
+                                 "ranks, train and validation together; one more stops it.")
     optimizer: str = option("sgd", "Optimizer.", choices=_optimizers)
     lr: float = option(0.02, "Peak learning rate.")
     momentum: float = option(0.9, "SGD momentum.")
