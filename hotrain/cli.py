@@ -14,11 +14,9 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
 
 def _user_errors():
     """Exceptions that mean bad input or configuration: shown as one line, no traceback."""
-    from hodata.errors import DataError
-    from hotrain.model import WeightsError
-    from hotrain.train import TrainError
+    from hodata.errors import UserError
 
-    return (DataError, WeightsError, TrainError)
+    return (UserError,)
 
 
 @click.group(context_settings=CONTEXT)
@@ -79,7 +77,8 @@ def fit(resume, **options):
         summary = run_fit(options, resume=resume)
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
-    click.echo(json.dumps({k: summary[k] for k in ("step", "stopped", "best_miou", "first_loss", "last_loss", "out")}))
+    click.echo(json.dumps({k: summary[k] for k in ("step", "stopped", "best_miou", "skipped_shards", "first_loss", "last_loss",
+                                                "out")}))
 
 
 @main.command("eval", context_settings=CONTEXT)
@@ -92,14 +91,17 @@ def fit(resume, **options):
 @click.option("--max-side", type=int, default=None, help="Shrink frames so the longer side is at most this.")
 @click.option("--tta", type=click.Choice(["none", "flip"]), default="none", show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda per rank when available]")
-def eval_cmd(checkpoint, shards, split, out, batch_size, num_workers, max_side, tta, device):
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Check every shard against the manifest.json beside it (size, then sha256 while reading); "
+                   "a damaged shard refuses the evaluation.")
+def eval_cmd(checkpoint, shards, split, out, batch_size, num_workers, max_side, tta, device, verify):
     """Per-class IoU (whole split and per source), confusion matrix, pixel accuracy -> report.json + report.png."""
     from hotrain.evaluate import run_eval
 
     out = out or str(Path(checkpoint).parent / f"eval_{split}")
     try:
         report = run_eval(checkpoint, shards, split=split, out=out, batch_size=batch_size, num_workers=num_workers,
-                          max_side=max_side, tta=tta == "flip", device=device)
+                          max_side=max_side, tta=tta == "flip", device=device, verify=verify)
     except _user_errors() as e:
         raise click.ClickException(str(e)) from None
     click.echo(json.dumps({k: report.get(k) for k in ("miou", "mean_iou", "iou", "pixel_accuracy") if k in report}))

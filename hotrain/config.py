@@ -86,6 +86,10 @@ class TrainConfig:
     augment: bool = option(True, "Scale jitter, flip and colour jitter.", flag="pair")
     train_split: str = option("train", "Split of the training shards.")
     val_split: str = option("val", "Split of the validation shards.")
+    verify: bool = option(True, "Check every shard a rank reads against the manifest.json beside it (size and "
+                          "sha256), once per run, before training.", flag="pair")
+    max_bad_shards: int = option(2, "Most damaged shards (other sha256 or size, missing) a run skips, over all "
+                                 "ranks, train and validation together; one more stops it.")
     optimizer: str = option("sgd", "Optimizer.", choices=_optimizers)
     lr: float = option(0.02, "Peak learning rate.")
     momentum: float = option(0.9, "SGD momentum.")
@@ -147,7 +151,7 @@ PRESETS["small"] = PRESETS["tiny"] | {
             "learns small objects", "model": "lraspp_mobilenet_v3_large", "dice_weight": 1.0}
 # On --resume the saved config is used; only these may change (they do not change what is computed).
 RESUME_MAY_CHANGE = ("stop_at", "ckpt_every", "keep_step_ckpts", "log_every", "progress", "eval_every",
-                     "eval_batch_size")
+                     "eval_batch_size", "verify", "max_bad_shards")
 
 
 def preset_values(name: str | None) -> dict[str, Any]:
@@ -185,6 +189,8 @@ def check(cfg: TrainConfig) -> None:
     for k in ("steps", "steps_per_epoch", "batch_size", "accum", "crop_size", "eval_every", "ckpt_every"):
         if int(getattr(cfg, k)) < 1:
             raise TrainError(f"--{k.replace('_', '-')} must be >= 1")
+    if int(cfg.max_bad_shards) < 0:
+        raise TrainError("--max-bad-shards must be >= 0")
     for k in ("focus_crops", "ohem"):
         if not 0 <= float(getattr(cfg, k)) < 1 + (k == "focus_crops"):
             raise TrainError(f"--{k.replace('_', '-')} must be in [0, 1{']' if k == 'focus_crops' else ')'}")

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import webdataset as wds
 from webdataset.shardlists import expand_urls  # brace patterns ({000..009}), '::' lists
+from webdataset.tariterators import group_by_keys, tar_file_expander
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
@@ -47,6 +48,7 @@ from torchvision.transforms import v2
 from hodata.errors import DataError
 from hodata.schema import IGNORE, decode_inst, decode_seg, side_label_map
 from hotrain.augment import SCALE_RANGE, TrainAugment  # noqa: F401 (SCALE_RANGE re-exported)
+from hotrain.integrity import HashingReader, ShardIndex
 from hotrain.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 (re-exported)
 from hotrain.stages import Stage, get_stage
 
@@ -120,6 +122,19 @@ def rank_shards(shards: list[str], rank: int, world_size: int) -> list[str]:
     return list(shards[rank::world_size])
 
 
+def train_shards_of_rank(shards: list[str], rank: int, world_size: int,
+                         mix: dict[str, float] | None = None) -> list[str]:
+    """Every training shard this rank may read: its slice, or with ``mix`` its slice of each mixed source
+    (all of a source's shards when it has fewer than ranks), as :class:`TrainStream` draws them."""
+    if not mix:
+        return rank_shards(shards, rank, world_size)
+    out: list[str] = []
+    for name, urls in sorted(group_by_source(shards).items()):
+        if mix.get(name, 0) > 0:
+            out.extend(urls[rank::world_size] if len(urls) >= world_size else urls)
+    return out
+
+
 # ------------------------------------------------------------------------------------------ labels / norm
 
 
@@ -135,6 +150,76 @@ def stage_targets(sample: dict[str, Any], seg: np.ndarray, meta: dict[str, Any],
         inst = decode_inst(sample["inst.png"]) if "inst.png" in sample else None
         seg = side_label_map(seg, inst, meta.get("instances"))
     return cv2.LUT(np.ascontiguousarray(seg, dtype=np.uint8), stage.target_lut)  # ~15x numpy's fancy indexing
+
+
+# ------------------------------------------------------------------------------------------ reading shards
+
+
+def read_shards(verify: ShardIndex | None = None):
+    """Pipeline stage: ``{"url": ...}`` items -> raw samples, like ``wds.tarfile_to_samples()``, except that
+
+    - a shard that does not read as a tar (0 bytes, truncated, damaged header) is one :class:`DataError`
+      naming it (webdataset's ``handler=`` hook), never a traceback from inside the tar reader;
+    - with ``verify``, every shard it lists is hashed while the tar reader consumes it, and checked against
+      the manifest when the reader has done with it (one pass over the file)."""
+
+    def stage(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        current: dict[str, Any] = {"url": None, "stream": None}
+
+        def handler(exn: Exception) -> bool:
+            if isinstance(exn, DataError):  # raised by this stage, one level further in
+                raise exn
+            first = str(exn.args[0]).split(" @ ")[0].splitlines()[0][:200] if exn.args else ""
+            message = f"shard does not read as a tar file ({type(exn).__name__}: {first})"
+            stream = current.get("stream")
+            if isinstance(stream, HashingReader):  # say whether it is the file the manifest lists
+                try:
+                    stream.finish()
+                except DataError as e:
+                    message += "; " + e.message.removeprefix("shard's ")
+            raise DataError(message, current["url"]) from None
+
+        def opened() -> Iterator[dict[str, Any]]:
+            for item in src:
+                url = current["url"] = item["url"]
+                try:
+                    stream = wds.gopen(url)
+                except Exception as e:
+                    raise DataError(f"shard cannot be opened ({type(e).__name__}: {e})", url) from None
+                exp = verify.expected(url) if verify is not None else None
+                if exp is not None:
+                    stream = HashingReader(stream, url, exp)
+                current["stream"] = stream
+                yield {**item, "stream": stream}
+                if exp is not None:  # the tar reader has asked for the next shard: this one was read whole
+                    stream.finish()
+                stream.close()
+
+        return group_by_keys(tar_file_expander(opened(), handler=handler), handler=handler)
+
+    return stage
+
+
+class StreamError(DataError):
+    """A :class:`DataError` raised inside a loader worker, re-raised in the training process as one line."""
+
+
+def _errors_as_items(items: Iterator[Any]) -> Iterator[Any]:
+    """Pass items through; a DataError becomes one last item. DataLoader re-raises worker exceptions with the
+    worker's traceback in the message; an item crosses the process boundary as it is."""
+    try:
+        yield from items
+    except DataError as e:
+        yield {"__error__": (e.message, e.path)}
+
+
+def raise_stream_errors(batches: Iterable[Any]) -> Iterator[Any]:
+    """Batches of a loader whose stream uses :func:`_errors_as_items`; an error item raises here."""
+    for b in batches:
+        if isinstance(b, dict) and "__error__" in b:
+            message, path = b["__error__"]
+            raise StreamError(message, path)
+        yield b
 
 
 # ------------------------------------------------------------------------------------------ decoding
@@ -263,7 +348,7 @@ def _resampled_samples(urls: list[str], rng: random.Random) -> Iterator[dict[str
     """Endless samples from shards drawn with replacement (``wds.ResampledShards`` with our own seed)."""
     seed = rng.getrandbits(31)
     shards = wds.ResampledShards(urls, seed=seed, worker_seed=lambda: 0, deterministic=True)
-    return iter(wds.DataPipeline(shards, wds.tarfile_to_samples()))
+    return iter(wds.DataPipeline(shards, read_shards()))
 
 
 def _weighted_mix(streams: list[Iterator], weights: list[float], rng: random.Random) -> Iterator:
@@ -302,15 +387,20 @@ class TrainStream(IterableDataset):
 
     def __init__(self, shards: list[str], *, stage: str, batch_size: int, crop_size: int, steps: int, seed: int,
                  rank: int, epoch: int, mix: dict[str, float] | None, augment: bool,
-                 all_shards: list[str], world_size: int, focus_crops: float = 0.0):
-        self.shards, self.stage, self.batch_size, self.steps = shards, get_stage(stage), batch_size, steps
+                 all_shards: list[str], world_size: int, focus_crops: float = 0.0, skip: Iterable[str] = ()):
+        skip = set(skip)
+        self.shards = [u for u in shards if u not in skip]
+        if not self.shards:
+            raise DataError(f"every training shard of rank {rank} is damaged ({len(shards)} skipped)", shards[0])
+        self.stage, self.batch_size, self.steps = get_stage(stage), batch_size, steps
         self.seed, self.rank, self.epoch = seed, rank, epoch
         focus = [t for n, t in self.stage.target_ids.items() if n != "background" and n != self.stage.object_unlabelled]
         self.augment = TrainAugment(crop_size, augment, flip_lut=self.stage.flip_lut, focus_crops=focus_crops,
                                     focus=tuple(focus))
-        self.sources = self._plan_mix(mix, all_shards, world_size) if mix else None
+        self.sources = self._plan_mix(mix, all_shards, world_size, skip) if mix else None
 
-    def _plan_mix(self, mix: dict[str, float], all_shards: list[str], world_size: int) -> list[tuple[list[str], float]]:
+    def _plan_mix(self, mix: dict[str, float], all_shards: list[str], world_size: int,
+                  skip: set[str]) -> list[tuple[list[str], float]]:
         groups = group_by_source(all_shards)
         unknown = sorted(set(mix) - set(groups))
         if unknown:
@@ -327,10 +417,16 @@ class TrainStream(IterableDataset):
             else:
                 warnings.warn(f"source {name} has {len(urls)} shard(s) for {world_size} ranks: all ranks share them")
                 mine = urls
-            plan.append((mine, weight))
+            kept = [u for u in mine if u not in skip]
+            if not kept:
+                raise DataError(f"every shard of source {name} read by rank {self.rank} is damaged", mine[0])
+            plan.append((kept, weight))
         return plan
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return _errors_as_items(self._batches())
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         worker, num_workers = _worker()
         rng = random.Random(stream_seed(self.seed, self.rank, self.epoch, worker))
         if self.sources is None:
@@ -363,7 +459,7 @@ class FixedSteps:
     def __iter__(self) -> Iterator[dict[str, Any]]:
         it = iter(self.loader)
         try:
-            yield from islice(it, self.steps)
+            yield from islice(raise_stream_errors(it), self.steps)
         finally:
             del it  # shuts the workers down
 
@@ -379,8 +475,9 @@ def _check_args(stage: str, batch_size: int, num_workers: int, rank: int, world_
 def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_size: int, num_workers: int,
                       steps: int, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 0,
                       mix: dict[str, float] | None = None, augment: bool = True, focus_crops: float = 0.0,
-                      pin_memory: bool | None = None) -> FixedSteps:
-    """Exactly ``steps`` training batches for this rank (see the module docstring)."""
+                      pin_memory: bool | None = None, skip: Iterable[str] = ()) -> FixedSteps:
+    """Exactly ``steps`` training batches for this rank (see the module docstring); shards in ``skip`` (found
+    damaged) are left out of this rank's slice."""
     _check_args(stage, batch_size, num_workers, rank, world_size)
     shards = list(shards)
     if len(shards) < world_size:
@@ -390,7 +487,8 @@ def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_si
         raise ValueError(f"steps must be >= 1 (got {steps})")
     stream = TrainStream(rank_shards(shards, rank, world_size), stage=stage, batch_size=batch_size,
                          crop_size=crop_size, steps=steps, seed=seed, rank=rank, epoch=epoch, mix=mix,
-                         augment=augment, all_shards=shards, world_size=world_size, focus_crops=focus_crops)
+                         augment=augment, all_shards=shards, world_size=world_size, focus_crops=focus_crops,
+                         skip=skip)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
                         worker_init_fn=_seed_worker(seed, rank, epoch) if num_workers else None,
                         generator=_loader_generator(seed, rank, epoch),
@@ -417,15 +515,20 @@ def eval_resize(image: torch.Tensor, seg: torch.Tensor, max_side: int | None):
 class EvalStream(IterableDataset):
     """This rank's shards, split over workers, each sample once, in file order."""
 
-    def __init__(self, shards: list[str], *, stage: str, batch_size: int, max_side: int | None):
+    def __init__(self, shards: list[str], *, stage: str, batch_size: int, max_side: int | None,
+                 verify: ShardIndex | None = None):
         self.shards, self.stage, self.batch_size, self.max_side = shards, get_stage(stage), batch_size, max_side
+        self.verify = verify
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
+        return _errors_as_items(self._batches())
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         worker, num_workers = _worker()
         mine = self.shards[worker::num_workers]
         if not mine:
             return
-        pipeline = wds.DataPipeline(wds.SimpleShardList(mine), wds.tarfile_to_samples())
+        pipeline = wds.DataPipeline(wds.SimpleShardList(mine), read_shards(self.verify))
         batch: list[dict[str, Any]] = []
         for raw in pipeline:
             s = decode_sample(raw, self.stage)
@@ -440,14 +543,29 @@ class EvalStream(IterableDataset):
 
 def make_eval_loader(shards: list[str], *, stage: str, batch_size: int, num_workers: int, rank: int = 0,
                      world_size: int = 1, max_side: int | None = None,
-                     pin_memory: bool | None = None) -> Iterable[dict[str, Any]]:
-    """Every sample exactly once over all ranks; a rank without shards yields nothing."""
+                     pin_memory: bool | None = None, verify: ShardIndex | None = None,
+                     skip: Iterable[str] = ()) -> Iterable[dict[str, Any]]:
+    """Every sample exactly once over all ranks; a rank without shards yields nothing. ``verify``: check the
+    shards it lists while reading them (a damaged one raises DataError); ``skip``: shards left out (found
+    damaged before)."""
     _check_args(stage, batch_size, num_workers, rank, world_size)
-    mine = rank_shards(list(shards), rank, world_size)
+    skip = set(skip)
+    mine = [u for u in rank_shards(list(shards), rank, world_size) if u not in skip]
     if not mine:
         return []
     num_workers = min(num_workers, len(mine))  # a worker without a shard would only idle
-    return DataLoader(EvalStream(mine, stage=stage, batch_size=batch_size, max_side=max_side),
-                      batch_size=None, num_workers=num_workers, generator=_loader_generator(0, rank, 0),
-                      pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
-                      prefetch_factor=2 if num_workers else None)
+    loader = DataLoader(EvalStream(mine, stage=stage, batch_size=batch_size, max_side=max_side, verify=verify),
+                        batch_size=None, num_workers=num_workers, generator=_loader_generator(0, rank, 0),
+                        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+                        prefetch_factor=2 if num_workers else None)
+    return _Raising(loader)
+
+
+class _Raising:
+    """An eval DataLoader whose workers' DataErrors are raised as one line (:func:`raise_stream_errors`)."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return raise_stream_errors(self.loader)

@@ -244,17 +244,37 @@ def checkpoint_classes(ckpt: dict[str, Any]) -> list[str]:
     return list(ckpt.get("classes") or default_classes(int(ckpt.get("num_classes", 2))))
 
 
+def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor]) -> str | None:
+    """One phrase on how ``state`` differs from a model's state dict (missing, unexpected, mis-shaped keys)."""
+    def few(keys: list[str]) -> str:
+        return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(expected) & set(state) if tuple(expected[k].shape) != tuple(state[k].shape))
+    parts = ([f"{len(missing)} missing tensor(s) ({few(missing)})"] if missing else []) + \
+            ([f"{len(unexpected)} unexpected tensor(s) ({few(unexpected)})"] if unexpected else []) + \
+            ([f"{len(shapes)} of another shape ({few([f'{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}' for k in shapes])})"]
+             if shapes else [])
+    return "; ".join(parts) or None
+
+
 def model_from_checkpoint(ckpt: dict[str, Any], classes: int | list[str] | None = None) -> nn.Module:
     """Rebuild the model a checkpoint was saved from (config inside it), optionally widened to ``classes``
     (names, or a class count for the stage with that many classes)."""
     cfg = ckpt["config"]
     old = checkpoint_classes(ckpt)
-    model, _ = build_model(cfg["model"], len(old), weights="none", aux=bool(cfg["aux"]),
+    model, _ = build_model(cfg["model"], len(old), weights="none", aux=bool(cfg.get("aux", False)),
                            bn_momentum=cfg.get("bn_momentum"))
     state = strip_wrappers(ckpt["model"])
     aux_head = model_entry(cfg["model"]).aux_head
-    if not cfg["aux"] and aux_head:
+    if not cfg.get("aux", False) and aux_head:
         state = {k: v for k, v in state.items() if not k.startswith(aux_head + ".")}
+    problem = state_mismatch(model.state_dict(), state)
+    if problem:
+        where = getattr(ckpt, "path", None)
+        raise WeightsError(f"{str(where) + ': ' if where else ''}checkpoint does not fit a {cfg['model']} with "
+                           f"{len(old)} classes: {problem}")
     model.load_state_dict(state)
     if classes is not None:
         new = default_classes(classes) if isinstance(classes, int) else list(classes)

@@ -11,7 +11,7 @@ from hotrain.preprocess import normalize
 
 @torch.no_grad()
 def recompute_bn_stats(model: nn.Module, shards: list[str], *, images: int, stage: str, device: torch.device,
-                       rank: int, world: int, channels_last: bool, max_side: int | None) -> int:
+                       rank: int, world: int, channels_last: bool, max_side: int | None, skip=()) -> int:
     """Reset every BatchNorm's running statistics and re-estimate them (cumulative average) from up to
     ``images`` whole, un-augmented frames of ``shards`` (this rank's slice), then average them over ranks.
 
@@ -34,7 +34,7 @@ def recompute_bn_stats(model: nn.Module, shards: list[str], *, images: int, stag
     model.train()
     seen = 0
     for batch in make_eval_loader(shards, stage=stage, batch_size=8, num_workers=0, rank=rank, world_size=world,
-                                  max_side=max_side):
+                                  max_side=max_side, skip=skip):
         image = batch["image"][: per_rank - seen]
         if image.shape[0] < 2:
             break

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from torch import nn
 
 from hodata.errors import DataError
 from hotrain import checkpoint as ckpt_io
-from hotrain import data, dist, losses
+from hotrain import data, dist, integrity, losses
 from hotrain.config import DEFAULTS, FIELDS, PRESETS, RESUME_MAY_CHANGE, TrainConfig, TrainError, resolve_config  # noqa: F401
 from hotrain.evaluate import evaluate
 from hotrain.model import (build_model, checkpoint_classes, head_rows, model_from_checkpoint, resolve_weights,
@@ -57,6 +58,7 @@ class Run:
     amp: str  # "bf16" | "fp16" | "none"
     channels_last: bool
     origin: str  # where the initial weights came from (kept across resumes)
+    skip: set[str] = dataclasses.field(default_factory=set)  # damaged shards left out of this run
     step: int = 0
     best: float = -1.0
     first_loss: float | None = None
@@ -92,7 +94,11 @@ def fit(user: dict[str, Any], resume: bool = False) -> dict[str, Any]:
 def setup(cfg: TrainConfig, user: dict[str, Any], resume: bool, ctx: dist.Context) -> Run:
     """Config (the saved one on --resume), data, model, optimizer; restored from ``out/last.pt`` on --resume."""
     out = Path(cfg.out)
-    state = ckpt_io.load(out / "last.pt") if resume and (out / "last.pt").is_file() else None
+    if ctx.is_main:
+        for tmp in ckpt_io.remove_stale_temps(out):
+            print(f"[hotrain] removed {tmp}, left by a checkpoint write that was killed", file=sys.stderr)
+    state = (ckpt_io.load(out / "last.pt", need=ckpt_io.RESUME_KEYS, why="--resume needs a full checkpoint (last.pt)")
+             if resume and (out / "last.pt").is_file() else None)
     ignored: list[str] = []
     if state is not None:
         cfg, ignored = resumed_config(state, user)
@@ -107,6 +113,10 @@ def setup(cfg: TrainConfig, user: dict[str, Any], resume: bool, ctx: dist.Contex
     stage = get_stage(cfg.stage)
     train_shards, val_shards = list_data(cfg, ctx)
     log_rank_shards(log, train_shards, ctx)
+    skip = verify_shards(cfg, ctx, log, train_shards, val_shards, 0 if state is None else int(state["step"]))
+    if val_shards and set(val_shards) <= skip:
+        log.info(f"every {cfg.val_split} shard is damaged: no validation in this run")
+        val_shards = []
 
     # Same initial weights on every rank (DDP also broadcasts rank 0's at wrap time); training randomness
     # (dropout) then differs per rank.
@@ -135,7 +145,7 @@ def setup(cfg: TrainConfig, user: dict[str, Any], resume: bool, ctx: dist.Contex
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=(amp == "fp16"))
     run = Run(cfg=cfg, out=out, ctx=ctx, stage=stage, log=log, train_shards=train_shards, val_shards=val_shards,
               model=model, net=model, opt=opt, sched=sched, scaler=scaler, amp=amp, channels_last=channels_last,
-              origin=origin)
+              origin=origin, skip=skip)
     if state is not None:
         restore(run, state)
     if dist.is_dist():
@@ -168,6 +178,50 @@ def list_data(cfg: TrainConfig, ctx: dist.Context) -> tuple[list[str], list[str]
     return train, val
 
 
+def verify_shards(cfg: TrainConfig, ctx: dist.Context, log: RunLog, train: list[str], val: list[str],
+                  step: int) -> set[str]:
+    """Once per run, before training: each rank checks size and sha256 of every shard it will read against the
+    manifest beside it. Damaged shards (and listed ones that are missing) are skipped, named in the log and
+    counted in metrics.jsonl; more than ``--max-bad-shards`` of them over all ranks stop the run."""
+    if not cfg.verify:
+        log.info("shards not verified against their manifest (--no-verify)")
+        return set()
+    t0 = time.perf_counter()
+    index = integrity.index_shards(train, cfg.train_split)
+    index_val = integrity.index_shards(val, cfg.val_split)
+    mine = list(dict.fromkeys(data.rank_shards(train, ctx.rank, ctx.world_size)
+                              + data.train_shards_of_rank(train, ctx.rank, ctx.world_size, cfg.mix)
+                              + data.rank_shards(val, ctx.rank, ctx.world_size)))
+    bad: dict[str, str] = {}
+    checked = 0
+    for url in mine:
+        exp = index.expected(url) or index_val.expected(url)
+        if exp is not None:
+            checked += 1
+            if why := integrity.check_file(url, exp):
+                bad[url] = why
+    if ctx.is_main:  # listed in a manifest, absent from the folder: in no rank's slice, counted once
+        for path, manifest in (index.missing | index_val.missing).items():
+            bad[path] = f"shard is missing (listed in {manifest})"
+    found: dict[str, str] = {}
+    for part in dist.all_gather(bad):
+        found |= part
+    for url, why in found.items():
+        log.info(f"skipping damaged shard {url}: {why}")
+    unverified = len(index.unverified) + len(index_val.unverified)
+    log.info(f"rank {ctx.rank} checked {checked} shard(s) against their manifest in {time.perf_counter() - t0:.2f} s; "
+             f"{len(found)} damaged shard(s) skipped over all ranks")
+    if line := (index.warning() or index_val.warning()):
+        log.info(f"warning: {unverified} " + line.split(" ", 1)[1])
+    log.record({"step": step, "shards_verified": checked, "shards_unverified": unverified,
+                "skipped_shards": len(found), "skipped_shard_names": sorted(Path(u).name for u in found)})
+    if len(found) > cfg.max_bad_shards:
+        url, why = next(iter(found.items()))
+        raise TrainError(f"{url}: {why}; {len(found)} damaged shard(s), more than --max-bad-shards "
+                         f"{cfg.max_bad_shards} (every one is named in {Path(cfg.out) / 'train.log'})")
+    return set(found)
+
+
 def log_rank_shards(log: RunLog, shards: list[str], ctx: dist.Context) -> None:
     """One line per rank naming the training shards it reads (its disjoint slice)."""
     mine = [Path(u).name for u in data.rank_shards(shards, ctx.rank, ctx.world_size)]
@@ -188,7 +242,7 @@ def initial_model(cfg: TrainConfig, user: dict[str, Any], stage: Stage) -> tuple
     icfg = init["config"]
     if user.get("model") not in (None, icfg["model"]):
         raise TrainError(f"{cfg.init}: --init checkpoint is a {icfg['model']}, not the asked {user['model']}")
-    if user.get("aux") and not icfg["aux"]:
+    if user.get("aux") and not icfg.get("aux", False):
         raise TrainError(f"{cfg.init}: --init checkpoint has no aux head; train with --no-aux")
     old, new = checkpoint_classes(init), list(stage.classes)
     try:
@@ -238,10 +292,15 @@ def _as_config(cfg: TrainConfig | dict) -> TrainConfig:
 
 def restore(run: Run, state: dict[str, Any]) -> None:
     """Optimizer, scheduler, scaler, step, best score and this rank's RNG states from a full checkpoint."""
-    run.opt.load_state_dict(state["optimizer"])
-    run.sched.load_state_dict(state["scheduler"])
-    if state.get("scaler"):
-        run.scaler.load_state_dict(state["scaler"])
+    try:
+        run.opt.load_state_dict(state["optimizer"])
+        run.sched.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            run.scaler.load_state_dict(state["scaler"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as e:
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise TrainError(f"{getattr(state, 'path', run.out / 'last.pt')}: optimizer / scheduler state does not fit "
+                         f"this model ({type(e).__name__}: {first})") from None
     run.step, run.best = int(state["step"]), float(state.get("best_miou", -1.0))
     rngs = state.get("rng") or []
     if len(rngs) == run.ctx.world_size:
@@ -260,7 +319,8 @@ def epoch_batches(run: Run, epoch: int, epoch_steps: int) -> IsolatedRNG:
     return IsolatedRNG(lambda: data.make_train_loader(
         run.train_shards, stage=run.stage, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
         num_workers=cfg.num_workers, steps=epoch_steps * cfg.accum, seed=cfg.seed, rank=ctx.rank,
-        world_size=ctx.world_size, epoch=epoch, mix=cfg.mix, augment=cfg.augment, focus_crops=cfg.focus_crops),
+        world_size=ctx.world_size, epoch=epoch, mix=cfg.mix, augment=cfg.augment, focus_crops=cfg.focus_crops,
+        skip=run.skip),
         seed=cfg.seed * 1_000_003 + epoch * 1009 + ctx.rank)
 
 
@@ -360,7 +420,7 @@ def validate_and_keep_best(run: Run) -> None:
         if cfg.bn_recompute:
             recompute_bn_stats(run.model, run.train_shards, images=cfg.bn_recompute, stage=run.stage,
                                device=run.ctx.device, rank=run.ctx.rank, world=run.ctx.world_size,
-                               channels_last=run.channels_last, max_side=cfg.eval_max_side)
+                               channels_last=run.channels_last, max_side=cfg.eval_max_side, skip=run.skip)
         run.net.eval()
         result = validate(run)
         run.net.train()
@@ -378,7 +438,8 @@ def validate(run: Run) -> dict[str, Any] | None:
     t0 = time.perf_counter()
     cm = evaluate(run.model, run.val_shards, stage=run.stage, device=run.ctx.device,
                   batch_size=cfg.eval_batch_size, num_workers=min(1, cfg.num_workers), max_side=cfg.eval_max_side,
-                  rank=run.ctx.rank, world_size=run.ctx.world_size, amp=run.amp, channels_last=run.channels_last)
+                  rank=run.ctx.rank, world_size=run.ctx.world_size, amp=run.amp, channels_last=run.channels_last,
+                  skip=run.skip)
     report = cm.report(names)
     miou = float(cm.mean_iou())
     iou = [float(x) for x in cm.iou()]
@@ -432,6 +493,7 @@ def finish(run: Run) -> dict[str, Any]:
     best = f"{run.best:.4f}" if run.best >= 0 else "n/a (no validation shards)"
     run.log.info(f"{'stopped' if run.stopped else 'done'} at step {run.step}: loss {run.first_loss} -> "
                  f"{run.last_loss}; best {run.cfg.val_split} mIoU {best}; checkpoints in {run.out}")
-    return {"step": run.step, "stopped": run.stopped, "best_miou": run.best, "first_loss": run.first_loss,
+    return {"step": run.step, "stopped": run.stopped, "best_miou": run.best, "skipped_shards": len(run.skip),
+            "first_loss": run.first_loss,
             "last_loss": run.last_loss, "param_sha256": params, "state_sha256": state, "out": str(run.out),
             "replicas_agree": len(set(digests)) == 1}
