@@ -461,6 +461,8 @@ class _SplitWriter:
         if self.writer is not None:
             self.writer.abort()
             self.writer = None
+        # an interrupt between a shard file's creation and its writer's registration leaves the file unowned
+        (self.out / (shard_name(self.source_name, self.split, self.index) + ".tmp")).unlink(missing_ok=True)
 
     def finish(self, end: int) -> None:
         if self.writer:
