@@ -19,7 +19,22 @@ def _user_errors():
     return (UserError,)
 
 
-@click.group(context_settings=CONTEXT)
+INTERRUPTED = {"fit": "interrupted: rerun with --resume to continue from the last checkpoint",
+               "predict": "interrupted: rerun the same command; masks already written are kept"}
+
+
+class Commands(click.Group):
+    """Ctrl-C ends any command with one line (what a rerun keeps) and exit status 130, no traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo(INTERRUPTED.get(ctx.invoked_subcommand, "interrupted"), err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=Commands, context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="hotrain")
 def main() -> None:
     """Train hand / hand+object / left+right hand segmentation on hodata shards, evaluate it, run it on frames."""

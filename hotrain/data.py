@@ -321,12 +321,21 @@ def _worker() -> tuple[int, int]:
     return (0, 1) if info is None else (info.id, info.num_workers)
 
 
+def quiet_worker(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; a worker ignores it and ends when
+    the main process shuts the loader down (otherwise every worker prints a KeyboardInterrupt traceback)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _seed_worker(seed: int, rank: int, epoch: int):
     """DataLoader ``worker_init_fn``: seed the worker's global RNGs per (seed, rank, epoch, worker)."""
 
     def init(worker_id: int) -> None:
         import numpy as np
 
+        quiet_worker()
         s = stream_seed(seed, rank, epoch, worker_id)
         random.seed(s)
         np.random.seed(s % 2**32)
@@ -556,6 +565,7 @@ def make_eval_loader(shards: list[str], *, stage: str, batch_size: int, num_work
     num_workers = min(num_workers, len(mine))  # a worker without a shard would only idle
     loader = DataLoader(EvalStream(mine, stage=stage, batch_size=batch_size, max_side=max_side, verify=verify),
                         batch_size=None, num_workers=num_workers, generator=_loader_generator(0, rank, 0),
+                        worker_init_fn=quiet_worker if num_workers else None,
                         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
                         prefetch_factor=2 if num_workers else None)
     return _Raising(loader)

@@ -302,7 +302,10 @@ def _predict_rank(ckpt, classes, fmt, the_plan, estimate, model_lib, dev, rank, 
         mine = the_plan.frames[rank::world]
         dataset = ImageFrames(mine)
         workers, total = min(num_workers, len(mine)), len(mine)
+    from hotrain.data import quiet_worker
+
     loader = DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers, pin_memory=cuda,
+                        worker_init_fn=quiet_worker if workers else None,
                         prefetch_factor=max(2, batch_size) if workers else None, persistent_workers=False)
     counts: dict[str, Any] = {"written": 0, "skipped_done": 0, "failed": [], "pending_progress": 0}
     bar = Progress(total, progress, f"predict {fmt.name}" + (f" (rank 0 of {world})" if world > 1 else ""))

@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM during a --workers 2 build, sent for real to a subprocess: one line, no worker
-tracebacks, no half shard left, and the rerun gives the shards of an uninterrupted build byte for byte."""
+tracebacks, no half shard left, and the rerun gives the shards of an uninterrupted build byte for byte.
+Ctrl-C during ``hotrain fit`` with loader workers: one line saying how to resume, no tracebacks."""
 
 from __future__ import annotations
 
@@ -82,3 +83,23 @@ def test_interrupted_build_says_one_line_and_resumes_byte_identical(tmp_path, si
     stdout, stderr = p.communicate(timeout=120)
     assert p.returncode == 0, stderr
     assert shards(out) == shards(ref)
+
+
+def test_ctrl_c_during_fit_is_one_line_without_worker_tracebacks(tmp_path, egohos_demo_shards):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "hotrain", "fit", "--shards", str(egohos_demo_shards), "--stage", "hand",
+           "--preset", "tiny", "--weights", "none", "--steps", "10000", "--crop-size", "32", "--batch-size", "2",
+           "--num-workers", "2", "--eval-every", "10000", "--log-every", "1", "--no-progress", "--out", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and p.poll() is None:
+        log = out / "metrics.jsonl"
+        if log.exists() and '"loss"' in log.read_text():  # training steps are running, workers alive
+            break
+        time.sleep(0.1)
+    assert p.poll() is None, p.communicate()
+    os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole group, loader workers included
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 130, stderr
+    assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted: rerun with --resume to continue from the last checkpoint"
