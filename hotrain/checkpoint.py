@@ -171,12 +171,20 @@ def load(path: str | os.PathLike, need: Iterable[str] = (), why: str = "") -> Ch
     else:
         print(f"[hotrain] note: {path}: no tensor digest (written by an older hotrain): weights not verified",
               file=sys.stderr, flush=True)
-    for name, t in state.items():  # aminmax: one pass, no mask; NaN propagates to both, inf shows at an end
-        if t.is_floating_point() and t.numel() and not all(bool(torch.isfinite(v)) for v in t.aminmax()):
-            raise CheckpointError(f"tensor {name} holds NaN or infinite values: the weights are unusable", path)
+    bad = non_finite_tensor(state)
+    if bad:
+        raise CheckpointError(f"tensor {bad} holds NaN or infinite values: the weights are unusable", path)
     out = Checkpoint(ckpt)
     out.path = path
     return out
+
+
+def non_finite_tensor(state: dict[str, torch.Tensor]) -> str | None:
+    """The name of the first floating-point tensor holding NaN or inf, else None."""
+    for name, t in state.items():  # aminmax: one pass, no mask; NaN propagates to both, inf shows at an end
+        if t.is_floating_point() and t.numel() and not all(bool(torch.isfinite(v)) for v in t.aminmax()):
+            return name
+    return None
 
 
 def rng_state() -> dict[str, Any]:

@@ -152,6 +152,11 @@ def read_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{p}: expected a dict of tensors (a state_dict)")
+    from hotrain.checkpoint import non_finite_tensor
+
+    bad = non_finite_tensor(obj)
+    if bad:
+        raise WeightsError(f"{p}: tensor {bad} holds NaN or infinite values: the weights are unusable")
     return strip_wrappers(obj)
 
 

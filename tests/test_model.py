@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import random
 
 import numpy as np
@@ -87,6 +89,12 @@ def test_local_weights_file_and_checkpoint_file(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(WeightsError, match="junk.pt"):
         build_model(MOBILE, 2, weights=str(tmp_path / "junk.pt"))
+    state = a.state_dict()
+    name = next(k for k, v in state.items() if v.is_floating_point())
+    state[name] = state[name].clone().fill_(float("nan"))
+    torch.save(state, tmp_path / "nan.pt")
+    with pytest.raises(WeightsError, match=rf"nan.pt: tensor {re.escape(name)} holds NaN"):
+        build_model(MOBILE, 2, weights=str(tmp_path / "nan.pt"), aux=False)
 
 
 def test_head_surgery_keeps_bg_and_hand_logits_and_adds_a_low_object_row():
