@@ -488,6 +488,9 @@ def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_si
     """Exactly ``steps`` training batches for this rank (see the module docstring); shards in ``skip`` (found
     damaged) are left out of this rank's slice."""
     _check_args(stage, batch_size, num_workers, rank, world_size)
+    # One OpenCV thread per loader process (N workers on N cores, not N x cores threads), set before the workers
+    # fork: reconfiguring a thread pool a forked child inherited can deadlock.
+    cv2.setNumThreads(1)
     shards = list(shards)
     if len(shards) < world_size:
         raise DataError(f"{len(shards)} shard(s) for {world_size} ranks: every rank needs at least one shard "
