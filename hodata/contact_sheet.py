@@ -15,7 +15,6 @@ colours as a transparent layer, so the page can fade the overlay over the plain 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -23,6 +22,7 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from hodata.atomic import write_bytes_atomic
 from hodata.errors import DataError
 from hodata.schema import (AMODAL_HAND_BIT, AMODAL_OBJECT_BIT, HAND_UNKNOWN_SIDE, IGNORE, LEFT_HAND, RIGHT_HAND,
                            SIDE_OBJECT, decode_image)
@@ -239,12 +239,9 @@ def write_png_atomic(rgb: np.ndarray, path: Path) -> None:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_PNG_COMPRESSION, 3])
     if not ok:
         raise DataError("could not encode the contact sheet", path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
+        write_bytes_atomic(path, buf.tobytes())
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot write the contact sheet ({e.strerror or e})", path) from None
 
 

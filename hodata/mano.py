@@ -15,7 +15,7 @@ Conventions (see DATASETS.md, "MANO model file"):
 - keypoints: HO3D and DexYCB (manopth) take the skinned joint positions, FreiHAND's toolkit regresses them from
   the posed mesh (:func:`regressed_joints`); :class:`ManoConvention` states each dataset's choices in one place.
 
-API the sources use (keep the names): :func:`find_mano_file`, :func:`load_mano` (``.faces``,
+Functions the sources call: :func:`find_mano_file`, :func:`load_mano` (``.faces``,
 ``.forward(pose, betas, trans, flat_hand_mean=...) -> (vertices (778, 3), joints (16, 3))``, batched with a
 leading axis B),
 :func:`load_mano_dir`, :func:`load_mano_checked` (find, load, check once when a source opens); synthetic

@@ -24,6 +24,8 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from hodata.atomic import write_atomic
+
 from hodata.errors import DataError
 
 DIGEST_KIND = ("model_sha256: model state, name, dtype, shape, bytes per tensor, in name order; "
@@ -117,17 +119,8 @@ def save_atomic(obj: dict[str, Any], path: str | os.PathLike) -> Path:
         body = {k: v for k, v in obj.items() if k != "digest"}
         obj = body | {"digest": {"model_sha256": model_digest(obj["model"]), "sha256": tree_digest(body),
                                  "kind": DIGEST_KIND}}
-    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")  # the pattern remove_stale_temps knows
+    return write_atomic(path, lambda f: torch.save(obj, f), fsync=True, tmp=tmp)
 
 
 RESUME_KEYS = ("optimizer", "scheduler", "step")  # what --resume needs beyond the model (best.pt has none)

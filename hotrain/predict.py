@@ -26,7 +26,7 @@ import os
 import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -37,8 +37,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from hodata.atomic import write_bytes_atomic
 from hodata.errors import DataError
 from hotrain.export import Format, flip_permutation, get_format, has_sides, model_classes
+from hotrain.model import predict_logits
 from hotrain.predict_inputs import Frame, ImageFrames, Plan, VideoFrames, open_video, plan
 
 LOCK_NAME = ".predict.lock"
@@ -48,31 +50,6 @@ COLOURS = {"hand": (230, 40, 40), "right_hand": (230, 40, 40), "left_hand": (250
 
 
 # ------------------------------------------------------------------------------------------------- the model
-
-
-@torch.no_grad()
-def class_scores(model: torch.nn.Module, image: torch.Tensor, *, device: torch.device, amp: str = "none",
-                 channels_last: bool = False, tta: bool = False, flip_perm: list[int] | None = None) -> torch.Tensor:
-    """Class scores (B, C, H, W) float32 for a uint8 batch (B, 3, H, W), normalised on ``device``.
-
-    With ``tta`` the softmax of the batch and of its mirror image (mirrored back, channels reordered by
-    ``flip_perm``) are averaged and their log returned (argmax works on it as on logits).
-    """
-    from hotrain.data import normalize
-
-    x = normalize(image.to(device, non_blocking=True))
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    ctx = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
-           if amp in ("bf16", "fp16") else nullcontext())
-    with ctx:
-        logits = model(x)["out"].float()
-        if not tta:
-            return logits
-        mirrored = torch.flip(model(torch.flip(x, dims=[3]))["out"].float(), dims=[3])
-    if flip_perm is not None:
-        mirrored = mirrored[:, flip_perm]
-    return ((logits.softmax(1) + mirrored.softmax(1)) / 2).clamp_min(1e-12).log()
 
 
 @torch.no_grad()
@@ -90,8 +67,8 @@ def predict_labels(model: torch.nn.Module, images: list[np.ndarray] | torch.Tens
         s = max_side / max(h, w)
         x = F.interpolate(x.float(), size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
                           antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)
-    scores = class_scores(model, x, device=device, amp=amp, channels_last=channels_last, tta=tta,
-                          flip_perm=flip_perm)
+    scores = predict_logits(model, x, device=device, amp=amp, channels_last=channels_last, tta=tta,
+                            flip_perm=flip_perm)
     if scores.shape[2:] != (h, w):
         scores = F.interpolate(scores, size=(h, w), mode="bilinear", align_corners=False)
     labels = scores.argmax(1).to(torch.uint8)
@@ -116,26 +93,11 @@ def write_atomic(path: Path, image: np.ndarray) -> None:
     if not ok:
         raise DataError("cannot encode", path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes_atomic(path, buf.tobytes())
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    write_bytes_atomic(path, json.dumps(obj, indent=1).encode(), fsync=True)
 
 
 def sha256_of(path: str | os.PathLike) -> str:

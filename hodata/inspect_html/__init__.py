@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +18,7 @@ from typing import Any, Sequence
 import jinja2
 
 from hodata import __version__
+from hodata.atomic import write_bytes_atomic
 from hodata.contact_sheet import (AMODAL_LEGEND, BACKDROP_RGB, HAND_RGB, IGNORE_RGB, LEFT_HAND_RGB, OBJECT_RGB,
                                   RIGHT_HAND_RGB)
 from hodata.errors import DataError
@@ -55,13 +55,10 @@ def write_html_report(report: dict[str, Any], candidates: Sequence[Any], path: P
     """Write the page to ``path`` atomically (temporary file in the same folder, then rename)."""
     path = Path(path)
     text = render_html(report, candidates)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        write_bytes_atomic(path, text.encode("utf-8"))
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise DataError(f"cannot write the HTML report ({e.strerror or e})", path) from None
 
 
