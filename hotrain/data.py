@@ -131,8 +131,13 @@ def train_shards_of_rank(shards: list[str], rank: int, world_size: int,
     out: list[str] = []
     for name, urls in sorted(group_by_source(shards).items()):
         if mix.get(name, 0) > 0:
-            out.extend(urls[rank::world_size] if len(urls) >= world_size else urls)
+            out.extend(source_slice(urls, rank, world_size))
     return out
+
+
+def source_slice(urls: list[str], rank: int, world_size: int) -> list[str]:
+    """This rank's shards of one mixed source: disjoint per rank, or all of them when it has fewer than ranks."""
+    return urls[rank::world_size] if len(urls) >= world_size else urls
 
 
 # ------------------------------------------------------------------------------------------ labels / norm
@@ -421,11 +426,9 @@ class TrainStream(IterableDataset):
             weight = float(mix.get(name, 0.0))  # a source left out of the mix is not drawn
             if weight <= 0:
                 continue
-            if len(urls) >= world_size:
-                mine = urls[self.rank::world_size]  # disjoint per rank, within each source
-            else:
+            if len(urls) < world_size:
                 warnings.warn(f"source {name} has {len(urls)} shard(s) for {world_size} ranks: all ranks share them")
-                mine = urls
+            mine = source_slice(urls, self.rank, world_size)
             kept = [u for u in mine if u not in skip]
             if not kept:
                 raise DataError(f"every shard of source {name} read by rank {self.rank} is damaged", mine[0])

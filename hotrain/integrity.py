@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hodata.errors import DataError
-from hodata.manifest import MANIFEST_NAME, Manifest, shard_path
+from hodata.manifest import MANIFEST_NAME, Manifest, file_digest, shard_path
 
 CHUNK = 1 << 22
 
@@ -119,14 +119,11 @@ def check_file(url: str, exp: Expected) -> str | None:
     problem = quick_problem(url, exp)
     if problem:
         return problem
-    h = hashlib.sha256()
     try:
-        with open(url, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
+        sha256 = file_digest(Path(url))["sha256"]
     except OSError as e:
         return f"shard cannot be read ({e.strerror})"
-    return None if h.hexdigest() == exp.sha256 else _mismatch(exp)
+    return None if sha256 == exp.sha256 else _mismatch(exp)
 
 
 def _mismatch(exp: Expected) -> str:
@@ -148,7 +145,7 @@ class HashingReader:
 
     def finish(self) -> None:
         """Hash what the tar reader left (end-of-archive padding) and raise DataError on a mismatch."""
-        while block := self.read(CHUNK):
+        while self.read(CHUNK):
             pass
         if self.h.hexdigest() != self.exp.sha256:
             raise DataError(_mismatch(self.exp), self.url)
