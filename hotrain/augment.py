@@ -170,9 +170,12 @@ class TrainAugment:
         shrink = min(sx, sy)
         if shrink < 0.5 and interpolation == cv2.INTER_LINEAR:  # pre-filter a large shrink (no aliasing)
             f = int(1 / shrink)
-            src = cv2.resize(src, (max(1, src.shape[1] // f), max(1, src.shape[0] // f)), interpolation=cv2.INTER_AREA)
-            m[:, :2] *= 1.0 / f
-            m[:, 2] = (m[:, 2] + 0.5) / f - 0.5
+            h, w = src.shape[:2]
+            small = (max(1, w // f), max(1, h // f))
+            src = cv2.resize(src, small, interpolation=cv2.INTER_AREA)
+            fx, fy = w / small[0], h / small[1]  # the exact factors (sizes need not divide by f)
+            m[0] = [m[0, 0] / fx, 0.0, (m[0, 2] + 0.5) / fx - 0.5]
+            m[1] = [0.0, m[1, 1] / fy, (m[1, 2] + 0.5) / fy - 0.5]
         border = (fill,) * (3 if src.ndim == 3 else 1)
         return cv2.warpAffine(src, m, (c, c), flags=interpolation | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=border)

@@ -116,3 +116,10 @@ def test_colour_matrix_matches_torchvision_factors():
         assert (out - ref.int()).abs().max() <= 1
     g = ours(s=0.0)
     assert (g.amax(0) - g.amin(0)).max() <= 1  # no saturation: grey
+
+
+def test_a_large_shrink_of_a_png_frame_is_pre_filtered_and_stays_aligned():
+    rgb, mask = labelled_frame(483, 641, [(1, slice(40, 300), slice(61, 301)), (3, slice(262, 461), slice(343, 621))])
+    img, out = TrainAugment(96).render(encode(rgb), mask, Window(scale=0.2, top=3, left=5, flip=False), None)
+    ok = out != IGNORE
+    assert ok.mean() > 0.5 and (labels_of(img)[ok] == out[ok]).mean() > 0.99  # sizes not divisible by the factor
