@@ -295,7 +295,7 @@ def check_inst(inst: np.ndarray, instances: list[dict[str, Any]], seg: np.ndarra
     free = 3  # not a label value: marks the free pixels
     expected = instance_class_lut(instances)
     expected[[NO_INSTANCE, UNKNOWN_INSTANCE]] = free
-    mapped = cv2.LUT(np.ascontiguousarray(inst), expected)  # a table lookup ~8x faster than numpy's take
+    mapped = apply_lut(inst, expected)
     if np.any((mapped != seg) & (mapped != free)):
         raise ValueError("instance map and label map disagree (a hand instance pixel must be 1, an object's 2)")
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from hodata.schema import IGNORE
+from hodata.schema import IGNORE, apply_lut
 
 SCALE_RANGE = (0.75, 1.5)  # scale jitter: shorter side = crop_size * U(SCALE_RANGE)
 JITTER = {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.03}
@@ -111,7 +111,7 @@ class TrainAugment:
         out_img = self._warp(image, window, window.scale * w / iw, window.scale * h / ih, cv2.INTER_LINEAR, 0)
         out_mask = self._warp(mask, window, window.scale, window.scale, cv2.INTER_NEAREST, IGNORE)
         if window.flip and self.flip_lut is not None:
-            out_mask = cv2.LUT(out_mask, self.flip_lut)
+            out_mask = apply_lut(out_mask, self.flip_lut)
         if self.augment and rng is not None:
             out_img = self._jitter(rng, out_img)
         else:

@@ -46,7 +46,7 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms import v2
 
 from hodata.errors import DataError
-from hodata.schema import IGNORE, decode_inst, decode_seg, side_label_map
+from hodata.schema import IGNORE, apply_lut, decode_inst, decode_seg, side_label_map
 from hotrain.augment import SCALE_RANGE, TrainAugment  # noqa: F401 (SCALE_RANGE re-exported)
 from hotrain.integrity import HashingReader, ShardIndex
 from hotrain.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 (re-exported)
@@ -154,7 +154,7 @@ def stage_targets(sample: dict[str, Any], seg: np.ndarray, meta: dict[str, Any],
     if stage.labels == "sides":  # hodata/1 (no inst.png): every hand pixel of unknown side
         inst = decode_inst(sample["inst.png"]) if "inst.png" in sample else None
         seg = side_label_map(seg, inst, meta.get("instances"))
-    return cv2.LUT(np.ascontiguousarray(seg, dtype=np.uint8), stage.target_lut)  # ~15x numpy's fancy indexing
+    return apply_lut(seg, stage.target_lut)
 
 
 # ------------------------------------------------------------------------------------------ reading shards

@@ -25,13 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import click
-import cv2
 import numpy as np
 from PIL import Image
 
 from hodata.errors import BadFrame, DataError
 from hodata.schema import (BACKGROUND, HAND, IGNORE, NO_INSTANCE, OBJECT, UNKNOWN_INSTANCE, Sample,
-                           instance, label_histogram)
+                           apply_lut, instance, label_histogram)
 from hodata.sources import FrameRef, Option, Source
 from hodata.sources.files import read_image
 
@@ -135,9 +134,9 @@ class EgoHOSSource(Source):
         instances = frame_instances(present, self.inst_lut)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
-            image=image, image_ext="jpg", seg=cv2.LUT(ids, self.lut), width=width, height=height,
+            image=image, image_ext="jpg", seg=apply_lut(ids, self.lut), width=width, height=height,
             labels={"hand": True, "object": True, "sides": True}, objects=[],
-            inst=cv2.LUT(ids, self.inst_lut), instances=instances,
+            inst=apply_lut(ids, self.inst_lut), instances=instances,
             provenance={"image": rel_img, "label": rel_lab},
         )
 
