@@ -1,4 +1,4 @@
-"""MANO hand model: read the official ``MANO_{RIGHT,LEFT}.pkl`` without chumpy and pose it with NumPy.
+"""MANO hand model: read the official ``MANO_{RIGHT,LEFT}.pkl`` without chumpy and pose it (:mod:`hodata.skinning`).
 
 The official files are Python-2 pickles whose ``shapedirs`` is a chumpy object; chumpy does not import on
 current Python/NumPy, so :func:`load_mano` unpickles with stand-in classes for every ``chumpy.*`` name and
@@ -42,7 +42,7 @@ import os
 import pickle
 import warnings
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -217,32 +217,28 @@ class ManoModel:
         return (verts, joints) if batched else (verts[0], joints[0])
 
     def _skin(self, pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Linear blend skinning of B hands: pose (B, 48), betas (B, k) -> (B, 778, 3), (B, 16, 3)."""
+        """Linear blend skinning of B hands: pose (B, 48), betas (B, k) -> (B, 778, 3), (B, 16, 3); one compiled
+        kernel (:func:`hodata.skinning.skin`)."""
+        from hodata.skinning import skin  # numba: loaded by the sources that pose hands, not by every import
+
         n, k = betas.shape
-        v_shaped = self.v_template + (betas @ self.shapedirs[:, :, :k].reshape(-1, k).T).reshape(n, N_VERTS, 3)
-        rest = _matmul_each(self.J_regressor, v_shaped)  # (B, 16, 3) rest-pose joints
+        verts, joints = np.empty((n, N_VERTS, 3)), np.empty((n, N_JOINTS, 3))
+        skin(np.ascontiguousarray(pose, dtype=np.float64), np.ascontiguousarray(betas, dtype=np.float64),
+             self._kernel_arrays["v_template"], self._kernel_arrays["shapedirs"][:, :k],
+             self._kernel_arrays["posedirs"], self._kernel_arrays["J_regressor"], self._kernel_arrays["weights"],
+             self._kernel_arrays["parents"], verts, joints)
+        return verts, joints
 
-        rots = axis_angle_to_matrix(pose.reshape(-1, 3)).reshape(n, N_JOINTS, 3, 3)
-        pose_feature = (rots[:, 1:] - np.eye(3)).reshape(n, -1)  # 15 x 9 row-major = 135 per hand
-        v_posed = v_shaped + (pose_feature @ self.posedirs.reshape(-1, pose_feature.shape[1]).T).reshape(n, N_VERTS, 3)
+    @cached_property
+    def _kernel_arrays(self) -> dict[str, np.ndarray]:
+        """The model's arrays as the skinning kernel reads them: C-contiguous float64, blend shapes flattened to
+        one row per vertex coordinate."""
+        def c(a):
+            return np.ascontiguousarray(a, dtype=np.float64)
 
-        # Global rotation and position of each joint along the kinematic tree (parents precede children).
-        g_rot = np.empty((n, N_JOINTS, 3, 3))
-        g_pos = np.empty((n, N_JOINTS, 3))
-        for j in range(N_JOINTS):
-            p = self.parents[j]
-            if p < 0:
-                g_rot[:, j], g_pos[:, j] = rots[:, j], rest[:, j]
-            else:
-                g_rot[:, j] = g_rot[:, p] @ rots[:, j]
-                g_pos[:, j] = g_pos[:, p] + np.einsum("bac,bc->ba", g_rot[:, p], rest[:, j] - rest[:, p])
-        # Skinning transform of each joint maps rest-pose points: x -> R (x - rest) + pos; blend per vertex.
-        offset = g_pos - np.einsum("bjac,bjc->bja", g_rot, rest)
-        per_joint = np.concatenate([g_rot.reshape(n, N_JOINTS, 9), offset], axis=2)  # (B, 16, 12)
-        per_vertex = _matmul_each(self.weights, per_joint)  # (B, 778, 12)
-        blend_rot = per_vertex[..., :9].reshape(n, N_VERTS, 3, 3)
-        verts = np.einsum("bvac,bvc->bva", blend_rot, v_posed) + per_vertex[..., 9:]
-        return verts, g_pos
+        return {"v_template": c(self.v_template), "shapedirs": c(self.shapedirs.reshape(N_VERTS * 3, -1)),
+                "posedirs": c(self.posedirs.reshape(N_VERTS * 3, -1)), "J_regressor": c(self.J_regressor),
+                "weights": c(self.weights), "parents": np.ascontiguousarray(self.parents, dtype=np.int64)}
 
 
 def _matmul_each(m: np.ndarray, batch: np.ndarray) -> np.ndarray:
@@ -336,17 +332,12 @@ class ManoConvention:
 
 def axis_angle_to_matrix(rotvecs: np.ndarray) -> np.ndarray:
     """Rodrigues' formula for (N, 3) axis-angle vectors -> (N, 3, 3); exact identity at angle 0."""
-    rotvecs = np.asarray(rotvecs, dtype=np.float64).reshape(-1, 3)
-    angle = np.linalg.norm(rotvecs, axis=1)
-    safe = np.where(angle < 1e-12, 1.0, angle)
-    axis = rotvecs / safe[:, None]
-    x, y, z = axis.T
-    zero = np.zeros_like(x)
-    k = np.stack([zero, -z, y, z, zero, -x, -y, x, zero], axis=1).reshape(-1, 3, 3)
-    s, c = np.sin(angle)[:, None, None], np.cos(angle)[:, None, None]
-    rots = np.eye(3) + s * k + (1.0 - c) * (k @ k)
-    rots[angle < 1e-12] = np.eye(3)
-    return rots
+    from hodata.skinning import rotations
+
+    rotvecs = np.ascontiguousarray(rotvecs, dtype=np.float64).reshape(-1, 3)
+    out = np.empty((len(rotvecs), 3, 3))
+    rotations(rotvecs, out)
+    return out
 
 
 def read_mano_pickle(path: str | Path) -> dict:

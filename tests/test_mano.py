@@ -473,3 +473,12 @@ def test_mano_conventions_state_every_choice(mano_dir):
     with pytest.raises(ValueError, match="joints must be"):
         ManoConvention(use_pca=False, ncomps=45, flat_hand_mean=True, fix_left=False, joints="x", tips="ho3d",
                        thumb_first=False)
+
+
+def test_axis_angle_to_matrix_is_rodrigues():
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(3)
+    vecs = np.r_[rng.normal(0, 1.5, (50, 3)), np.zeros((1, 3)), [[1e-14, 0.0, 0.0], [np.pi, 0.0, 0.0]]]
+    np.testing.assert_allclose(axis_angle_to_matrix(vecs), Rotation.from_rotvec(vecs).as_matrix(), atol=1e-12)
+    np.testing.assert_array_equal(axis_angle_to_matrix(np.zeros(3))[0], np.eye(3))  # exact identity at angle 0
