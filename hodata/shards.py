@@ -37,7 +37,7 @@ from hodata.parts import first_shard_index, parse_part, part_manifest_name, part
 from hodata.schema import (SCHEMA, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts, key_part,
                            label_histogram)
 from hodata.sources import FrameRef, Source
-from hodata.workers import ordered_map
+from hodata.workers import ordered_map, spill_folder
 
 TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
 DEFAULT_MAX_SAMPLES = 1000
@@ -209,8 +209,13 @@ def _encode_item(ctx: tuple[Source, int | None], item: tuple[str, int, FrameRef]
 
 def encode_ordered(source: Source, items: Iterable[tuple[str, int, FrameRef]], workers: int,
                    max_side: int | None) -> Iterator[Encoded]:
-    """Encode (split, index, ref) items in order; with workers, in batches through a bounded window."""
-    return ordered_map(_encode_item, (source, max_side), items, workers)
+    """Encode (split, index, ref) items in order; with workers, in batches through a bounded window, the
+    encoded bytes passed back through files (:func:`hodata.workers.spill_folder`)."""
+    if workers <= 0:
+        yield from ordered_map(_encode_item, (source, max_side), items, 0)
+        return
+    with spill_folder() as spill:
+        yield from ordered_map(_encode_item, (source, max_side), items, workers, spill_dir=spill)
 
 
 # ------------------------------------------------------------------------------------------ shard writer

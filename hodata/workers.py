@@ -4,7 +4,7 @@ What makes ``--workers N`` scale with the cores:
 
 - **Batches.** Each task carries several frames, so the per-task cost of the pool (pickling the call,
   waking the result thread) is paid once per batch, not once per frame.
-- **Warm start.** The parent runs the first batch itself before it forks the pool. Everything loaded lazily
+- **Warm start.** The parent runs the first item itself before it forks the pool. Everything loaded lazily
   on a first frame (imports such as trimesh, JIT-compiled kernels read from numba's cache, meshes, models) is
   then loaded once and shared by every forked worker instead of being loaded again in each.
 - **One thread per worker.** OpenCV defaults to a thread per core; N workers on N cores would then run
@@ -13,6 +13,12 @@ What makes ``--workers N`` scale with the cores:
 - **No copy-on-write storm.** Objects the parent holds are frozen out of the cyclic garbage collector
   before the fork (``gc.freeze``): a collection in a worker would otherwise touch every one of them and copy
   the pages they live on into that worker (hundreds of MB when torch is loaded, and the CPU time to copy).
+- **Payloads through files, not the pipe.** With ``spill_dir``, a worker writes the ``data`` bytes of a batch's
+  results (encoded samples, ~100 KB to 1 MB each) into one file there and sends only the small rest through
+  the pool's pipe; the parent reads the file back in one call. Through the pipe the same bytes would be
+  pickled, pushed in 64 KB pieces, read and unpickled by the pool's result thread while it competes with the
+  parent for the GIL: on 2 cores that cost the parent about 1 ms per frame, which is what capped 2 workers
+  well below 2x one (the parent runs beside them). A tmpfs (``/dev/shm``) keeps these files in memory.
 - **Bounded window.** At most ``2 * workers`` batches are in flight, so memory stays flat however many
   frames there are, and results are yielded in submission order, so the output is deterministic.
 - **Signals.** Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent handles it and
@@ -25,11 +31,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import itertools
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
+
+from hodata.errors import DataError
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -39,6 +51,7 @@ WINDOW_PER_WORKER = 2  # batches in flight per worker: one running, one queued b
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 _STATE: dict[str, Any] = {}
+_SPILL_SEQ = itertools.count()
 _CLOSE_IN_WORKERS: set[int] = set()  # file descriptors a forked worker must not keep open (folder locks)
 
 
@@ -74,7 +87,7 @@ def single_threaded_libraries() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _init_worker(fn: Callable, context: Any) -> None:
+def _init_worker(fn: Callable, context: Any, spill_dir: Path | None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for fd in list(_CLOSE_IN_WORKERS):
@@ -82,12 +95,91 @@ def _init_worker(fn: Callable, context: Any) -> None:
             os.close(fd)
         except OSError:
             pass
-    _STATE["fn"], _STATE["context"] = fn, context
+    _STATE["fn"], _STATE["context"], _STATE["spill_dir"] = fn, context, spill_dir
 
 
-def _run_batch(batch: list) -> list:
-    fn, context = _STATE["fn"], _STATE["context"]
-    return [fn(context, item) for item in batch]
+def _run_batch(batch: list) -> tuple[list, tuple[str, list] | None]:
+    fn, context, spill_dir = _STATE["fn"], _STATE["context"], _STATE["spill_dir"]
+    results = [fn(context, item) for item in batch]
+    return results, (None if spill_dir is None else _spill(spill_dir, results))
+
+
+def _payload(result: Any) -> bool:
+    return isinstance(getattr(result, "data", None), (bytes, bytearray, memoryview))
+
+
+def _spill(folder: Path, results: list) -> tuple[str, list] | None:
+    """Move the results' ``data`` bytes into one new file in ``folder`` (``data`` becomes None); the file's
+    path and each result's length (None where it had no bytes), or None when no result had any."""
+    sizes = [len(r.data) if _payload(r) else None for r in results]
+    if not any(n is not None for n in sizes):
+        return None
+    path = folder / f"{os.getpid()}-{next(_SPILL_SEQ)}.spill"
+    try:
+        with open(path, "wb") as f:
+            f.writelines(r.data for r in results if _payload(r))
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise DataError(f"a build worker cannot write its results here ({e.strerror or e}); free some space "
+                        "or set TMPDIR to a folder with room", folder) from None
+    for r in results:
+        if _payload(r):
+            r.data = None
+    return str(path), sizes
+
+
+def _unspill(results: list, spilled: tuple[str, list] | None) -> list:
+    """The parent's side of :func:`_spill`: read the file once, give each result its bytes back (zero-copy
+    slices of one buffer), remove the file."""
+    if spilled is None:
+        return results
+    path, sizes = spilled
+    with open(path, "rb") as f:
+        view = memoryview(f.read())
+    os.unlink(path)
+    at = 0
+    for r, n in zip(results, sizes):
+        if n is not None:
+            r.data, at = view[at:at + n], at + n
+    return results
+
+
+SPILL_PREFIX = "hodata-spill-"
+SHM = Path("/dev/shm")
+SHM_MIN_FREE = 1 << 30  # a tmpfs smaller than this (containers often get 64 MB) is passed over
+
+
+@contextlib.contextmanager
+def spill_folder() -> Iterator[Path]:
+    """A new private folder for :func:`ordered_map`'s ``spill_dir``, removed afterwards: on the tmpfs
+    ``/dev/shm`` when it has room (the bytes then never touch a disk), else in the temp folder. Folders left
+    by killed runs (their pid is gone) are removed first."""
+    base = Path(tempfile.gettempdir())
+    try:
+        st = os.statvfs(SHM)
+        if os.access(SHM, os.W_OK) and st.f_bavail * st.f_frsize >= SHM_MIN_FREE:
+            base = SHM
+    except OSError:
+        pass
+    for old in base.glob(f"{SPILL_PREFIX}*"):
+        pid = old.name[len(SPILL_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -102,32 +194,36 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
 
 
 def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], workers: int,
-                batch: int = BATCH_FRAMES) -> Iterator[R]:
+                batch: int = BATCH_FRAMES, spill_dir: Path | None = None) -> Iterator[R]:
     """``fn(context, item)`` for every item, yielded in order; in ``workers`` forked processes when > 0.
 
-    ``context`` (e.g. an opened source) reaches the workers by fork, never pickled.
+    ``context`` (e.g. an opened source) reaches the workers by fork, never pickled. ``spill_dir``: an existing
+    folder private to this call, through which the results' ``data`` bytes travel from the workers (they come
+    back as memoryviews); the caller removes the folder.
     """
     if workers <= 0:
         for item in items:
             yield fn(context, item)
         return
-    batches = _batches(items, batch)
-    first = next(batches, None)
+    items = iter(items)
+    first = next(items, None)
     if first is None:
         return
-    for item in first:  # warm start: load lazily loaded state once, here, before the workers are forked
-        yield fn(context, item)
+    # warm start: one item here, before the fork, loads what loads lazily (imports, compiled kernels, meshes,
+    # models) once for every worker
+    yield fn(context, first)
+    batches = _batches(items, batch)
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     gc.freeze()
     try:
         make_pool = mp.get_context(method).Pool
-        with single_threaded_libraries(), make_pool(workers, _init_worker, (fn, context)) as pool:
+        with single_threaded_libraries(), make_pool(workers, _init_worker, (fn, context, spill_dir)) as pool:
             window: deque = deque()
             for b in batches:
                 window.append(pool.apply_async(_run_batch, (b,)))
                 if len(window) >= WINDOW_PER_WORKER * workers:
-                    yield from window.popleft().get()
+                    yield from _unspill(*window.popleft().get())
             while window:
-                yield from window.popleft().get()
+                yield from _unspill(*window.popleft().get())
     finally:
         gc.unfreeze()
