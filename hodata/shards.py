@@ -34,8 +34,7 @@ from hodata.lock import writer_lock
 from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, shard_path, utc_now
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
-from hodata.schema import (SCHEMA, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts, key_part,
-                           label_histogram)
+from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
 from hodata.sources import FrameRef, Source
 from hodata.workers import ordered_map, spill_folder
 
@@ -179,11 +178,11 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     except Exception as e:
         e.add_note(f"while loading {source.name} frame {ref.split}/{ref.sequence}/{ref.frame}")
         raise
-    hist = label_histogram(s.seg, VALID_LABELS)
+    hist = label_histogram(s.seg)
     try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
         check_seg(s.seg, s.width, s.height, hist)
-        if s.inst is not None:  # a map equal to seg (HO3D) has seg's histogram
-            check_inst(s.inst, s.instances, s.seg, hist if np.array_equal(s.inst, s.seg) else None)
+        if s.inst is not None:
+            check_inst(s.inst, s.instances, s.seg)
         if s.image_ext not in ("jpg", "png"):
             raise ValueError(f"unsupported image type {s.image_ext!r}")
     except ValueError as e:

@@ -304,3 +304,15 @@ def test_manifest_summarises_the_agreement_and_names_the_worst_frames(tree, tmp_
     assert worst[0]["value"] < 0.8 < q["mean"] and q["p01"] <= q["mean"] and worst[0]["value"] == q["min"]
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["builds"]["freihand"]["totals"]["quality"]["hand_iou"]["worst"] == worst
+
+
+def test_label_agreement_equals_the_mask_by_mask_figures():
+    from hodata.sources.rendered import label_agreement, mask_agreement
+
+    rng = np.random.default_rng(4)
+    provided = rng.choice(np.array([0, 1, 2], np.uint8), (33, 50), p=[0.6, 0.3, 0.1])
+    rendered = np.where(rng.random((33, 50)) < 0.8, provided, rng.choice(np.array([0, 1, 2, 7], np.uint8), (33, 50)))
+    want = mask_agreement({"hand_iou": (provided == 1, rendered == 1), "object_iou": (provided == 2, rendered == 2)})
+    assert label_agreement(provided, rendered, {"hand_iou": 1, "object_iou": 2}) == want
+    empty = label_agreement(np.zeros((4, 4), np.uint8), np.zeros((4, 4), np.uint8), {"hand_iou": 1})
+    assert empty == {"hand_iou": None, "min_iou": 1.0}

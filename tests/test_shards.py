@@ -196,12 +196,22 @@ def test_shard_bytes_are_what_tarfile_writes(tmp_path):
 def test_label_checks_fast_paths_agree_with_full_histograms():
     from hodata.schema import check_inst, instance, label_histogram
 
+    from hodata.label_counts import pair_counts
+
     rng = np.random.default_rng(0)
     seg = rng.choice(np.array([0, 1, 2, 255], np.uint8), (30, 40))
-    full = label_histogram(seg)
-    assert np.array_equal(label_histogram(seg, (0, 1, 2, 255)), full)
-    seg[3, 4] = 7  # a value outside the expected ones: the full histogram names it
-    assert label_histogram(seg, (0, 1, 2, 255))[7] == 1
+    assert np.array_equal(label_histogram(seg), np.bincount(seg.ravel(), minlength=256))
+    # runs (counted 8 pixels at a time), words that cross a boundary, a tail shorter than a word, a strided view
+    runs = np.repeat(rng.choice(np.array([0, 1, 2, 9, 255], np.uint8), 500), rng.integers(1, 40, 500))[:10_003]
+    for m in (runs, runs[1:], runs[:10_003 // 7 * 7].reshape(-1, 7)[:, 2:]):
+        assert np.array_equal(label_histogram(m), np.bincount(m.ravel(), minlength=256))
+    other = np.roll(runs, 5)
+    slot = np.arange(256) % 3
+    joint = np.zeros((256, 3), np.int64)
+    np.add.at(joint, (runs, slot[other]), 1)
+    assert np.array_equal(pair_counts(runs, other, slot), joint)
+    seg[3, 4] = 7  # a value outside the labels is counted like any other
+    assert label_histogram(seg)[7] == 1
     inst = np.where(seg == 1, 1, np.where(seg == 2, 2, 0)).astype(np.uint8)
     seg[3, 4] = 0
     instances = [instance(1, "hand", "right"), instance(2, "object")]

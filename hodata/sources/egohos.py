@@ -130,7 +130,7 @@ class EgoHOSSource(Source):
         img_path, lab_path = self.root / rel_img, self.root / rel_lab
         image, (width, height) = read_image(img_path)
         ids = read_label(lab_path, width, height)
-        present = np.flatnonzero(label_histogram(ids, expect=tuple(range(MAX_ID + 1)))).tolist()
+        present = np.flatnonzero(label_histogram(ids)).tolist()
         instances = frame_instances(present, self.inst_lut)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,

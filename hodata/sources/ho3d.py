@@ -30,7 +30,7 @@ from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size, 
 from hodata.sources import FrameRef, Source
 from hodata.sources.files import decode_array, read_file, read_image, relative
 from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, YCB_DIR, masks, val_fraction
-from hodata.sources.rendered import AMODAL, YCB_MESH_NAME, YCBMeshes, amodal_map, load_mano, mask_agreement
+from hodata.sources.rendered import AMODAL, YCB_MESH_NAME, YCBMeshes, amodal_map, label_agreement, load_mano
 from hodata.splits import assign_groups, load_split_file
 
 # Sequences recorded by several cameras are a base name plus a camera digit (ABF10..ABF14 -> ABF1); the
@@ -330,8 +330,7 @@ class HO3DSource(Source):
         seg = rendered if self.masks == "rendered" else provided
 
         if rendered is not None and provided is not None:
-            extra["mask_agreement"] = mask_agreement({"hand_iou": (provided == HAND, rendered == HAND),
-                                                      "object_iou": (provided == OBJECT, rendered == OBJECT)})
+            extra["mask_agreement"] = label_agreement(provided, rendered, {"hand_iou": HAND, "object_iou": OBJECT})
         provenance = {"rgb": relative(self.root, rgb_path), "meta": relative(self.root, meta_path)}
         if provided is not None:
             provenance["seg"] = relative(self.root, seg_path)

@@ -101,9 +101,29 @@ def mask_agreement(pairs: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str,
     """Per-class IoU of provided vs rendered masks (``{"hand_iou": (provided, rendered), ...}``), plus ``min_iou``:
     the frame's lowest per-class IoU, where a class empty in both counts as agreeing (1.0), so every frame that
     has both masks carries it (the build manifest ranks frames by it)."""
-    out = {name: mask_iou(a, b) for name, (a, b) in pairs.items()}
-    out["min_iou"] = min((v for v in out.values() if v is not None), default=1.0)
-    return out
+    return _with_min({name: mask_iou(a, b) for name, (a, b) in pairs.items()})
+
+
+def label_agreement(provided: np.ndarray, rendered: np.ndarray, classes: dict[str, int]) -> dict[str, float | None]:
+    """:func:`mask_agreement` of two label maps for the classes named (``{"hand_iou": 1, ...}``): the same
+    figures, from one counting pass over both maps (:func:`hodata.label_counts.pair_counts`)."""
+    from hodata.label_counts import pair_counts
+
+    slot = np.full(256, len(classes), np.int64)  # rendered value -> its class's column; other values last
+    for column, label in enumerate(classes.values()):
+        slot[label] = column
+    joint = pair_counts(provided, rendered, slot)
+    out: dict[str, float | None] = {}
+    for column, (name, label) in enumerate(classes.items()):
+        both = int(joint[label, column])
+        union = int(joint[label].sum() + joint[:, column].sum()) - both
+        out[name] = round(both / union, 4) if union else None
+    return _with_min(out)
+
+
+def _with_min(ious: dict[str, float | None]) -> dict[str, float | None]:
+    ious["min_iou"] = min((v for v in ious.values() if v is not None), default=1.0)
+    return ious
 
 
 def amodal_map(shape: tuple[int, int], hand: np.ndarray | None, obj: np.ndarray | None) -> np.ndarray:
