@@ -8,7 +8,9 @@ What makes ``--workers N`` scale with the cores:
   on a first frame (imports such as trimesh, JIT-compiled kernels read from numba's cache, meshes, models) is
   then loaded once and shared by every forked worker instead of being loaded again in each.
 - **One thread per worker.** OpenCV defaults to a thread per core; N workers on N cores would then run
-  N x cores threads that preempt one another. Workers run OpenCV (and the libraries that read the usual
+  N x cores threads that preempt one another. Even alone (``workers=0``) its pool costs more than it gives on
+  a frame's small images: measured on HO3D frames, 6 CPU-ms a frame with it against 4 without, and slower
+  on the wall clock too. Workers run OpenCV (and the libraries that read the usual
   thread-count variables) with one thread each.
 - **No copy-on-write storm.** Objects the parent holds are frozen out of the cyclic garbage collector
   before the fork (``gc.freeze``): a collection in a worker would otherwise touch every one of them and copy
@@ -47,7 +49,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 BATCH_FRAMES = 8  # frames per task: pool overhead per frame becomes negligible, load stays balanced
-WINDOW_PER_WORKER = 2  # batches in flight per worker: one running, one queued behind it
+WINDOW_PER_WORKER = 4  # batches in flight per worker: one running, the rest queued (room while the parent fsyncs a shard)
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 _STATE: dict[str, Any] = {}
@@ -201,9 +203,10 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
     folder private to this call, through which the results' ``data`` bytes travel from the workers (they come
     back as memoryviews); the caller removes the folder.
     """
-    if workers <= 0:
-        for item in items:
-            yield fn(context, item)
+    if workers <= 0:  # in this process, OpenCV on one thread too: its pool's threads cost more than they give
+        with single_threaded_libraries():
+            for item in items:
+                yield fn(context, item)
         return
     items = iter(items)
     first = next(items, None)

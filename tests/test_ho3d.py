@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from hodata import manifests
 from hodata.cli import main as hodata_cli
 from hodata.demo import ho3d as demo
-from hodata.errors import DataError
+from hodata.errors import BadFrame, DataError
 from hodata.render import render_labels
 from hodata.schema import BACKGROUND, HAND, OBJECT, decode_seg
 from hodata.shards import BuildConfig, build
@@ -216,6 +216,27 @@ def test_v2_layout_detected(tree):
     assert s.image_ext == "png" and s.provenance["rgb"].endswith(".png") and s.provenance["seg"].endswith(".jpg")
     for r in src.frames():
         assert (src.load(r).seg == want[(r.sequence, r.frame)]).mean() > 0.98
+
+
+def test_a_frame_stored_in_the_other_image_format_is_read_as_the_toolkit_does(tree):
+    """The toolkit tries .png, then .jpg: one frame of a v3 tree stored as PNG still loads; a damaged JPG with a
+    PNG beside it is a bad frame, not a silent switch."""
+    root = tree / "HO3D_v3"
+    src = open_source("ho3d", root, opts(tree))
+    first, second = src.frames()[:2]
+    jpg = root / "train" / first.sequence / "rgb" / f"{first.frame}.jpg"
+    want = src.load(first).seg
+    cv2.imwrite(str(jpg.with_suffix(".png")), cv2.imread(str(jpg)))
+    jpg.unlink()
+    s = src.load(first)
+    assert s.image_ext == "png" and s.provenance["rgb"] == f"train/{first.sequence}/rgb/{first.frame}.png"
+    assert np.array_equal(s.seg, want)
+    damaged = root / "train" / second.sequence / "rgb" / f"{second.frame}.jpg"
+    cv2.imwrite(str(damaged.with_suffix(".png")), cv2.imread(str(damaged)))
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    with pytest.raises(BadFrame) as e:
+        src.load(second)
+    assert e.value.path == str(damaged)
 
 
 # ---------------------------------------------------------------------------------------- bad input

@@ -15,11 +15,14 @@ from hodata.errors import BadFrame
 from hodata.schema import checked_image_size
 
 
-def read_file(path: Path, what: str) -> bytes:
-    """The bytes of one frame's file; BadFrame naming it when it is missing or unreadable."""
+def read_file(path: Path, what: str, missing_ok: bool = False) -> bytes | None:
+    """The bytes of one frame's file; BadFrame naming it when it is missing (None with ``missing_ok``) or
+    unreadable."""
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
+        if missing_ok:
+            return None
         raise BadFrame(f"{what} is missing", path) from None
     except OSError as e:
         raise BadFrame(f"{what} is unreadable ({e.strerror or e})", path) from None

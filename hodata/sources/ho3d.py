@@ -28,7 +28,7 @@ from hodata.manifest import file_digest
 from hodata.mano import ManoConvention, axis_angle_to_matrix
 from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size, instance
 from hodata.sources import FrameRef, Source
-from hodata.sources.files import decode_array, read_file, read_image, relative
+from hodata.sources.files import decode_array, read_file, read_image
 from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, YCB_DIR, masks, val_fraction
 from hodata.sources.rendered import AMODAL, YCB_MESH_NAME, YCBMeshes, amodal_map, label_agreement, load_mano
 from hodata.splits import assign_groups, load_split_file
@@ -111,13 +111,13 @@ def provided_labels(data: bytes, ext: str, size: tuple[int, int], path: Path) ->
 
 def read_meta(path: Path) -> dict[str, Any]:
     """Load one ``meta/*.pkl`` (Python-2 pickle: latin1) and check the fields a render needs."""
-    if not path.is_file():
-        raise BadFrame("annotation file missing", path)
     try:
         # release pickles name numpy.core (numpy 2 keeps a warning alias for it)
         with open(path, "rb") as f, warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             meta = pickle.load(f, encoding="latin1")
+    except FileNotFoundError:
+        raise BadFrame("annotation file missing", path) from None
     except Exception as e:  # noqa: BLE001 - any unpickling failure is a bad frame, never the end of a build
         raise BadFrame(f"annotation does not unpickle ({type(e).__name__}: {e})", path) from e
     if not isinstance(meta, dict):
@@ -294,16 +294,21 @@ class HO3DSource(Source):
     def load(self, ref: FrameRef) -> Sample:
         self._index()
         v = self._version
-        seq_dir = self.root / "train" / ref.sequence
-        rgb_path = seq_dir / "rgb" / f"{ref.frame}.{v['rgb_ext']}"
-        if not rgb_path.is_file():  # the toolkit also accepts the other extension
-            other = rgb_path.with_suffix(".png" if v["rgb_ext"] == "jpg" else ".jpg")
-            rgb_path = other if other.is_file() else rgb_path
-        meta_path = seq_dir / "meta" / f"{ref.frame}.pkl"
-        seg_path = seq_dir / "seg" / f"{ref.frame}.{v['seg_ext']}"
+        # paths relative to the root, as provenance records them (the files are read without a stat first)
+        seq = f"train/{ref.sequence}"
+        rel_rgb, rel_meta = f"{seq}/rgb/{ref.frame}.{v['rgb_ext']}", f"{seq}/meta/{ref.frame}.pkl"
+        rel_seg = f"{seq}/seg/{ref.frame}.{v['seg_ext']}"
+        seg_path = self.root / rel_seg
 
-        meta = read_meta(meta_path)
-        image, (width, height) = read_image(rgb_path)
+        meta = read_meta(self.root / rel_meta)
+        try:
+            image, (width, height) = read_image(self.root / rel_rgb)
+        except BadFrame:
+            other = f"{rel_rgb[:-3]}{'png' if v['rgb_ext'] == 'jpg' else 'jpg'}"  # the toolkit tries both
+            if (self.root / rel_rgb).exists() or not (self.root / other).exists():
+                raise
+            rel_rgb = other
+            image, (width, height) = read_image(self.root / rel_rgb)
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
 
         extra: dict[str, Any] = {"mask_source": self.masks, "version": v["version"]}
@@ -319,24 +324,24 @@ class HO3DSource(Source):
                     raise
                 extra["render_error"] = str(e)  # provided masks do not need the render: only the agreement is lost
         provided = None
-        if seg_path.is_file() or self.masks == "provided":
-            try:
-                provided = provided_labels(read_file(seg_path, "provided mask"), v["seg_ext"], (width, height),
-                                           seg_path)
-            except BadFrame as e:
-                if self.masks == "provided":
-                    raise
-                extra["provided_mask_error"] = str(e)  # rendered masks do not need it: only the agreement is lost
+        try:  # rendered masks do without the download: a missing file only means no agreement figure
+            data = read_file(seg_path, "provided mask", missing_ok=self.masks != "provided")
+            if data is not None:
+                provided = provided_labels(data, v["seg_ext"], (width, height), seg_path)
+        except BadFrame as e:
+            if self.masks == "provided":
+                raise
+            extra["provided_mask_error"] = str(e)  # rendered masks do not need it: only the agreement is lost
         seg = rendered if self.masks == "rendered" else provided
 
         if rendered is not None and provided is not None:
             extra["mask_agreement"] = label_agreement(provided, rendered, {"hand_iou": HAND, "object_iou": OBJECT})
-        provenance = {"rgb": relative(self.root, rgb_path), "meta": relative(self.root, meta_path)}
+        provenance = {"rgb": rel_rgb, "meta": rel_meta}
         if provided is not None:
-            provenance["seg"] = relative(self.root, seg_path)
+            provenance["seg"] = rel_seg
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
-            image=image, image_ext=rgb_path.suffix[1:].lower(), seg=seg, width=width, height=height,
+            image=image, image_ext=rel_rgb.rsplit(".", 1)[1].lower(), seg=seg, width=width, height=height,
             labels={"hand": True, "object": True, "sides": True},
             objects=[{"name": str(meta["objName"]), "ycb_label": _plain(meta.get("objLabel"))}],
             # hand and object are drawn with labels 1 and 2, which are also their instance ids
