@@ -105,9 +105,11 @@ class Manifest:
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
-    def update(self, source: str, record: dict[str, Any] | None) -> None:
+    def update(self, source: str, record: dict[str, Any] | None, compact: bool = False) -> None:
         """Replace the record of one source (None: remove it), keeping the others (atomic write under a lock).
-        A manifest left without records is removed."""
+        A manifest left without records is removed. ``compact``: one line, no indentation (what a build's
+        journal writes while it runs: json's C encoder, ~10x faster than the indented form the final record
+        gets)."""
         with self._locked():
             data = self.read() or {"schema": MANIFEST_SCHEMA, "builds": {}}
             builds = data.setdefault("builds", {})
@@ -119,7 +121,11 @@ class Manifest:
             else:
                 builds[source] = record
             data["updated"] = utc_now()
-            self.tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+            if compact:
+                text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+            else:
+                text = json.dumps(data, indent=1, sort_keys=True, default=str)
+            self.tmp.write_text(text)
             os.replace(self.tmp, self.path)
 
     def remove_stale_tmp(self) -> None:

@@ -2,7 +2,9 @@
 
 Shards are ``<out>/<source>-<split>-NNNNNN.tar``, cut at ``max_samples`` samples or ``max_bytes`` bytes.
 Each is written as ``<name>.tmp`` and renamed when complete; its sha256 and the range of frames it covers
-go into the manifest right away. A rerun of the same command keeps the complete shards whose sha256 still
+go into the build's record, which is journalled to the manifest after the first shard, then at most every
+``journal_every_s`` seconds, and when a run ends (an error or an interrupt included; a hard kill loses at most
+that much work). A rerun of the same command keeps the complete shards whose sha256 still
 matches, skips their frames without reading them, and rebuilds the rest. Tar members carry a fixed mtime,
 so a resumed build is byte-identical to an uninterrupted one.
 
@@ -16,6 +18,7 @@ results come back in frame order through a bounded window, so output is determin
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import sys
 import tarfile
@@ -46,6 +49,9 @@ DEFAULT_MAX_BYTES = 512 * 1024**2
 DEFAULT_MAX_SKIP_FRACTION = 0.01
 MIN_SKIPS_ALLOWED = 10
 FIRST_REASONS = 3
+# A rewrite of the manifest costs in proportion to the shards it lists (their per-sample agreement figures
+# included): after every shard, a build of hundreds of shards would spend more time journalling than encoding.
+DEFAULT_JOURNAL_EVERY_S = 10.0
 
 
 @dataclass
@@ -62,6 +68,9 @@ class BuildConfig:
     max_skip_fraction: float = DEFAULT_MAX_SKIP_FRACTION
     part: tuple[int, int] | None = None  # (i, N): build part i of N (hodata.parts), joined by hodata merge
     wait: bool = False  # wait for another writer of the folder instead of refusing
+    # the resume journal (the manifest record) is rewritten after a finished shard at most this often; an
+    # interrupted or failed run writes it before it ends, so only a hard kill loses up to this much work
+    journal_every_s: float = DEFAULT_JOURNAL_EVERY_S
 
     def skips_allowed(self, frames: int) -> int:
         return max(MIN_SKIPS_ALLOWED, int(self.max_skip_fraction * frames))
@@ -360,6 +369,7 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress,
                          source.name + (f" {cfg.part[0]}/{cfg.part[1]}" if cfg.part else ""))
     splits: dict[str, _SplitWriter] = {}
+    journal = _Journal(manifest, source.name, record, cfg.journal_every_s)
     first_index = first_shard_index(cfg.part)
     for split, split_refs in by_split.items():
         shards = kept_shards.get(split, [])
@@ -369,7 +379,7 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
         if shards:
             progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
         splits[split] = _SplitWriter(out, source.name, split, first_index + len(shards), start, cfg, record,
-                                     manifest, progress, on_shard)
+                                     journal, progress, on_shard)
     progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
 
     def todo():  # every frame not covered by a kept shard, split after split, in order
@@ -408,9 +418,11 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     except BuildInterrupted:  # the test hook imitates a kill: the half shard stays behind as .tmp
         raise
-    except BaseException:  # an error or an interrupt: remove the half shard (a rerun rebuilds it)
+    except BaseException:  # an error or an interrupt: remove the half shard (a rerun rebuilds it), journal the rest
         for w in splits.values():
             w.abort()
+        if record["status"] == "in_progress":  # (a failure on skips has written its record already)
+            journal.write()
         raise
     finally:  # the manifest keeps every finished shard; a .tmp is never read as complete
         progress.close()
@@ -439,12 +451,29 @@ def _fail_on_skips(record, splits, manifest, source_name, skipped, total, cfg) -
                          f"(every reason is in {manifest.path})")
 
 
-class _SplitWriter:
-    """Cuts one split's sample stream into shards and records each finished shard in the manifest."""
+class _Journal:
+    """The build's manifest record as its resume journal: rewritten (compact) after a finished shard when
+    ``every_s`` seconds have passed since the last rewrite, and on demand."""
 
-    def __init__(self, out, source_name, split, next_index, shard_start, cfg, record, manifest, progress, on_shard):
+    def __init__(self, manifest: Manifest, source_name: str, record: dict, every_s: float):
+        self.manifest, self.source_name, self.record, self.every_s = manifest, source_name, record, every_s
+        self.last = float("-inf")
+
+    def shard_done(self) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.write()
+
+    def write(self) -> None:
+        self.manifest.update(self.source_name, self.record, compact=True)
+        self.last = time.monotonic()
+
+
+class _SplitWriter:
+    """Cuts one split's sample stream into shards and records each finished shard in the build's record."""
+
+    def __init__(self, out, source_name, split, next_index, shard_start, cfg, record, journal, progress, on_shard):
         self.out, self.source_name, self.split, self.index = out, source_name, split, next_index
-        self.shard_start, self.cfg, self.record, self.manifest = shard_start, cfg, record, manifest
+        self.shard_start, self.cfg, self.record, self.journal = shard_start, cfg, record, journal
         self.progress, self.on_shard = progress, on_shard
         self.writer: ShardWriter | None = None
         self.skips: list[dict] = []
@@ -480,7 +509,7 @@ class _SplitWriter:
                                        "skipped": len(self.skips)}
         self.record["shards"].append(info)
         self.record["skipped"].extend(self.skips)
-        self.manifest.update(self.source_name, self.record)
+        self.journal.shard_done()
         self.progress.log(f"{info['name']}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
                           + (f", {len(self.skips)} skipped" if self.skips else ""))
         if self.on_shard:
@@ -536,20 +565,20 @@ def _totals(record: dict, by_split: dict[str, list[FrameRef]] | None = None) -> 
         from hodata.schema import make_key
 
         skipped = {(s["split"], s["index"]) for s in record["skipped"]}
-        ranked: dict[str, list[tuple[float, str]]] = {}
+        ranked: dict[str, list[tuple[float, str, int]]] = {}
         for sh in record["shards"]:
             split, (start, end) = sh["split"], sh["frames"]
             written = [i for i in range(start, end) if (split, i) not in skipped]
             for k, values in sh.get("quality", {}).items():
                 if len(values) == len(written) == sh["samples"]:
-                    refs = by_split[split]
-                    ranked.setdefault(k, []).extend(
-                        (v, make_key(record["source"]["name"], split, refs[i].sequence, refs[i].frame))
-                        for v, i in zip(values, written))
-        for k, pairs in ranked.items():
-            pairs.sort()
+                    ranked.setdefault(k, []).extend((v, split, i) for v, i in zip(values, written))
+        for k, items in ranked.items():
+            # keys only for the frames at or below the 20th lowest value (ties are ordered by key)
+            cut = heapq.nsmallest(20, (v for v, _, _ in items))[-1]
+            pairs = sorted((v, make_key(record["source"]["name"], split, by_split[split][i].sequence,
+                                        by_split[split][i].frame)) for v, split, i in items if v <= cut)
             totals["quality"][k]["worst"] = [{"frame": key, "value": v} for v, key in pairs[:20]]
-            totals["quality"][k]["ranked_frames"] = len(pairs)
+            totals["quality"][k]["ranked_frames"] = len(items)
     return totals
 
 

@@ -75,8 +75,8 @@ def test_manifest_records_provenance(tmp_path):
 def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     ref_out, out = tmp_path / "ref", tmp_path / "out"
     build(ToySource(tmp_path, frames=30, bad={7, 8}), cfg(ref_out))
-    with pytest.raises(BuildInterrupted):
-        build(ToySource(tmp_path, frames=30, bad={7, 8}), cfg(out), stop_after=9)
+    with pytest.raises(BuildInterrupted):  # (the hook imitates a kill: the journal as it was, every shard in it)
+        build(ToySource(tmp_path, frames=30, bad={7, 8}), cfg(out, journal_every_s=0), stop_after=9)
     assert list(out.glob("*.tar.tmp")), "a killed build leaves its half shard as .tmp"
     done_before = json.loads((out / "manifest.json").read_text())["builds"]["toy"]
     assert done_before["status"] == "in_progress" and len(done_before["shards"]) == 2
@@ -89,6 +89,27 @@ def test_resume_after_interrupt_equals_uninterrupted(tmp_path):
     assert rec["totals"]["skipped"] == 2 and rec["runs"] == 2
     ref = json.loads((ref_out / "manifest.json").read_text())["builds"]["toy"]
     assert [s["sha256"] for s in rec["shards"]] == [s["sha256"] for s in ref["shards"]]
+
+
+def test_journal_is_throttled_and_written_when_a_run_is_interrupted(tmp_path):
+    out = tmp_path / "out"
+    seen = []
+
+    def on_shard(info):
+        seen.append(info["name"])
+        on_disk = json.loads((out / "manifest.json").read_text())["builds"]["toy"]["shards"]
+        assert len(on_disk) == 1  # the first shard is journalled at once, later ones not before the interval
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build(ToySource(tmp_path, frames=30), cfg(out, journal_every_s=3600), on_shard=on_shard)
+    rec = json.loads((out / "manifest.json").read_text())["builds"]["toy"]
+    assert rec["status"] == "in_progress" and [s["name"] for s in rec["shards"]] == seen  # written on the way out
+    again = build(ToySource(tmp_path, frames=30), cfg(out))
+    ref = build(ToySource(tmp_path, frames=30), cfg(tmp_path / "ref"))
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in ref["shards"]]
+    assert (out / "manifest.json").read_text().startswith("{\n")  # the final record is indented
 
 
 def test_resume_rebuilds_a_corrupted_shard(tmp_path):
