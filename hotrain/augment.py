@@ -118,6 +118,18 @@ class TrainAugment:
             out_img = cv2.cvtColor(out_img, cv2.COLOR_BGR2RGB)
         return out_img, out_mask
 
+    def plan(self, mask: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, float] | None]:
+        """The loader's share when the image is augmented elsewhere (:mod:`hotrain.gpu_augment`): the same draws
+        as :meth:`__call__` from the same seed; the target map cropped here exactly as there; for the image,
+        its (2, 3) output-to-source map at full size and the colour jitter factors (None: no jitter)."""
+        rng = np.random.default_rng(seed)
+        window = self.window(rng, *mask.shape, mask)
+        out_mask = self._warp(mask, window, window.scale, window.scale, cv2.INTER_NEAREST, IGNORE)
+        if window.flip and self.flip_lut is not None:
+            out_mask = apply_lut(out_mask, self.flip_lut)
+        jitter = self.draw_jitter(rng) if self.augment else None
+        return out_mask, self.affine(window, window.scale, window.scale), jitter
+
     # --------------------------------------------------------------------------------------------- draws
     def window(self, rng: np.random.Generator, h: int, w: int, mask: np.ndarray) -> Window:
         c = self.crop
@@ -158,33 +170,46 @@ class TrainAugment:
         return int(ys[i]), int(xs[i])
 
     # --------------------------------------------------------------------------------------------- pixels
-    def _warp(self, src: np.ndarray, win: Window, sx: float, sy: float, interpolation: int, fill: int) -> np.ndarray:
-        """Output pixel (x, y) <- source point ((x + left + 0.5) / sx - 0.5, ...): pixel centres map to pixel
-        centres; mirrored, x runs from the window's right edge."""
+    def affine(self, win: Window, sx: float, sy: float) -> np.ndarray:
+        """The (2, 3) map from output pixel (x, y) to source point ((x + left + 0.5) / sx - 0.5, ...): pixel
+        centres map to pixel centres; mirrored, x runs from the window's right edge."""
         c = self.crop
         if win.flip:
             ax, bx = -1.0 / sx, (c - 1 + win.left + 0.5) / sx - 0.5
         else:
             ax, bx = 1.0 / sx, (win.left + 0.5) / sx - 0.5
-        m = np.array([[ax, 0.0, bx], [0.0, 1.0 / sy, (win.top + 0.5) / sy - 0.5]])
+        return np.array([[ax, 0.0, bx], [0.0, 1.0 / sy, (win.top + 0.5) / sy - 0.5]])
+
+    def _warp(self, src: np.ndarray, win: Window, sx: float, sy: float, interpolation: int, fill: int) -> np.ndarray:
+        """The crop of ``src`` through :meth:`affine` (a large shrink of an image pre-filtered first)."""
+        c = self.crop
+        m = self.affine(win, sx, sy)
         shrink = min(sx, sy)
         if shrink < 0.5 and interpolation == cv2.INTER_LINEAR:  # pre-filter a large shrink (no aliasing)
             f = int(1 / shrink)
             h, w = src.shape[:2]
             small = (max(1, w // f), max(1, h // f))
             src = cv2.resize(src, small, interpolation=cv2.INTER_AREA)
-            fx, fy = w / small[0], h / small[1]  # the exact factors (sizes need not divide by f)
-            m[0] = [m[0, 0] / fx, 0.0, (m[0, 2] + 0.5) / fx - 0.5]
-            m[1] = [0.0, m[1, 1] / fy, (m[1, 2] + 0.5) / fy - 0.5]
+            m = rescale_affine(m, w / small[0], h / small[1])  # the exact factors (sizes need not divide by f)
         border = (fill,) * (3 if src.ndim == 3 else 1)
         return cv2.warpAffine(src, m, (c, c), flags=interpolation | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=border)
 
+    @staticmethod
+    def draw_jitter(rng: np.random.Generator) -> dict[str, float]:
+        """Brightness, contrast, saturation and hue factors, drawn in that order."""
+        return {name: float(rng.uniform(max(0.0, 1 - v), 1 + v)) if name != "hue" else float(rng.uniform(-v, v))
+                for name, v in JITTER.items()}
+
     def _jitter(self, rng: np.random.Generator, bgr: np.ndarray) -> np.ndarray:
         """Colour jitter of a BGR crop; returns RGB."""
-        f = {name: float(rng.uniform(max(0.0, 1 - v), 1 + v)) if name != "hue" else float(rng.uniform(-v, v))
-             for name, v in JITTER.items()}
+        f = self.draw_jitter(rng)
         mean_rgb = np.asarray(cv2.mean(bgr)[:3])[::-1]
         matrix, offset = colour_matrix(**f, grey_mean=float(mean_rgb @ GRAY) * f["brightness"])
         m = np.concatenate([matrix @ BGR_TO_RGB, offset[:, None]], axis=1).astype(np.float32)
         return cv2.transform(bgr, m)  # saturates to 0..255 and rounds
+
+
+def rescale_affine(m: np.ndarray, fx: float, fy: float) -> np.ndarray:
+    """An output-to-source map ``m`` (2, 3) re-aimed at the source shrunk by ``fx`` x ``fy`` (pixel centres kept)."""
+    return np.array([[m[0, 0] / fx, 0.0, (m[0, 2] + 0.5) / fx - 0.5], [0.0, m[1, 1] / fy, (m[1, 2] + 0.5) / fy - 0.5]])

@@ -84,6 +84,9 @@ class TrainConfig:
     mix: dict[str, float] | None = option(None, "Per-source weights, e.g. ho3d=0.5,egohos=0.3,freihand=0.2.",
                                           type=str, parse=_parse_mix, metavar="SOURCE=W,...")
     augment: bool = option(True, "Scale jitter, flip and colour jitter.", flag="pair")
+    gpu_augment: bool = option(False, "Decode training JPEGs and augment them on the training device (nvJPEG, "
+                               "grid_sample): loader workers then only read shards and crop the label maps. For "
+                               "nodes with few CPU cores per GPU.", flag="on")
     train_split: str = option("train", "Split of the training shards.")
     val_split: str = option("val", "Split of the validation shards.")
     verify: bool = option(True, "Check every shard a rank reads against the manifest.json beside it (size and "

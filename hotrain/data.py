@@ -48,6 +48,7 @@ from torchvision.transforms import v2
 from hodata.errors import DataError
 from hodata.schema import IGNORE, apply_lut, decode_inst, decode_seg, side_label_map
 from hotrain.augment import SCALE_RANGE, TrainAugment  # noqa: F401 (SCALE_RANGE re-exported)
+from hotrain.gpu_augment import collate_planned, planned_sample
 from hotrain.integrity import HashingReader, ShardIndex
 from hotrain.preprocess import IMAGENET_MEAN, IMAGENET_STD, normalize  # noqa: F401 (re-exported)
 from hotrain.stages import Stage, get_stage
@@ -287,6 +288,22 @@ def train_sample(sample: dict[str, Any], stage: Stage, augment: TrainAugment, se
             "has_object": bool(meta.get("labels", {}).get("object", False)), "key": key}
 
 
+def planned_train_sample(sample: dict[str, Any], stage: Stage, augment: TrainAugment, seed: int) -> dict[str, Any]:
+    """As :func:`train_sample`, for ``--gpu-augment``: the target map cropped here, the image left encoded with
+    its plan (:mod:`hotrain.gpu_augment`)."""
+    key, url = sample.get("__key__", "?"), sample.get("__url__")
+    try:
+        data, meta = _members(sample)
+        mask = stage_targets(sample, decode_seg(sample["seg.png"]), meta, stage)
+        out = planned_sample(data, mask, augment, seed)
+    except DataError:
+        raise
+    except Exception as e:  # one line naming the shard and the sample
+        raise DataError(f"sample {key}: {e}", url) from e
+    return out | {"source": str(meta.get("source", "?")),
+                  "has_object": bool(meta.get("labels", {}).get("object", False)), "key": key}
+
+
 # ------------------------------------------------------------------------------------------ collation
 
 
@@ -401,8 +418,11 @@ class TrainStream(IterableDataset):
 
     def __init__(self, shards: list[str], *, stage: str, batch_size: int, crop_size: int, steps: int, seed: int,
                  rank: int, epoch: int, mix: dict[str, float] | None, augment: bool,
-                 all_shards: list[str], world_size: int, focus_crops: float = 0.0, skip: Iterable[str] = ()):
+                 all_shards: list[str], world_size: int, focus_crops: float = 0.0, skip: Iterable[str] = (),
+                 gpu_augment: bool = False):
         skip = set(skip)
+        self.make_sample, self.collate = ((planned_train_sample, collate_planned) if gpu_augment
+                                          else (train_sample, collate))
         self.shards = [u for u in shards if u not in skip]
         if not self.shards:
             raise DataError(f"every training shard of rank {rank} is damaged ({len(shards)} skipped)", shards[0])
@@ -450,9 +470,9 @@ class TrainStream(IterableDataset):
         batches = math.ceil(self.steps / num_workers)  # every worker cut to a fixed count; the loader trims
         batch: list[dict[str, Any]] = []
         for raw in samples:
-            batch.append(train_sample(raw, self.stage, self.augment, rng.getrandbits(63)))
+            batch.append(self.make_sample(raw, self.stage, self.augment, rng.getrandbits(63)))
             if len(batch) == self.batch_size:
-                yield collate(batch)
+                yield self.collate(batch)
                 batch = []
                 batches -= 1
                 if batches == 0:
@@ -487,9 +507,11 @@ def _check_args(stage: str, batch_size: int, num_workers: int, rank: int, world_
 def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_size: int, num_workers: int,
                       steps: int, seed: int, rank: int = 0, world_size: int = 1, epoch: int = 0,
                       mix: dict[str, float] | None = None, augment: bool = True, focus_crops: float = 0.0,
-                      pin_memory: bool | None = None, skip: Iterable[str] = ()) -> FixedSteps:
+                      pin_memory: bool | None = None, skip: Iterable[str] = (), gpu_augment: bool = False
+                      ) -> FixedSteps:
     """Exactly ``steps`` training batches for this rank (see the module docstring); shards in ``skip`` (found
-    damaged) are left out of this rank's slice."""
+    damaged) are left out of this rank's slice. ``gpu_augment``: batches leave the images encoded, with their
+    augmentation drawn, for :func:`hotrain.gpu_augment.batch_images` on the training device."""
     _check_args(stage, batch_size, num_workers, rank, world_size)
     # One OpenCV thread per loader process (N workers on N cores, not N x cores threads), set before the workers
     # fork: reconfiguring a thread pool a forked child inherited can deadlock.
@@ -503,7 +525,7 @@ def make_train_loader(shards: list[str], *, stage: str, batch_size: int, crop_si
     stream = TrainStream(rank_shards(shards, rank, world_size), stage=stage, batch_size=batch_size,
                          crop_size=crop_size, steps=steps, seed=seed, rank=rank, epoch=epoch, mix=mix,
                          augment=augment, all_shards=shards, world_size=world_size, focus_crops=focus_crops,
-                         skip=skip)
+                         skip=skip, gpu_augment=gpu_augment)
     loader = DataLoader(stream, batch_size=None, num_workers=num_workers,
                         worker_init_fn=_seed_worker(seed, rank, epoch) if num_workers else None,
                         generator=_loader_generator(seed, rank, epoch),

@@ -33,6 +33,7 @@ from hotrain.evaluate import evaluate
 from hotrain.model import (build_model, checkpoint_classes, head_rows, model_from_checkpoint, resolve_weights,
                            set_bn_momentum, widen_head)
 from hotrain.precise_bn import recompute_bn_stats
+from hotrain.gpu_augment import batch_images, is_planned
 from hotrain.preprocess import normalize
 from hotrain.rng import IsolatedRNG, preserved_rng
 from hotrain.runlog import RunLog, make_progress
@@ -320,7 +321,7 @@ def epoch_batches(run: Run, epoch: int, epoch_steps: int) -> IsolatedRNG:
         run.train_shards, stage=run.stage, batch_size=cfg.batch_size, crop_size=cfg.crop_size,
         num_workers=cfg.num_workers, steps=epoch_steps * cfg.accum, seed=cfg.seed, rank=ctx.rank,
         world_size=ctx.world_size, epoch=epoch, mix=cfg.mix, augment=cfg.augment, focus_crops=cfg.focus_crops,
-        skip=run.skip),
+        skip=run.skip, gpu_augment=cfg.gpu_augment),
         seed=cfg.seed * 1_000_003 + epoch * 1009 + ctx.rank)
 
 
@@ -377,9 +378,11 @@ def train_step(run: Run, micro_batches: Iterable[dict[str, Any]]) -> float:
 
 
 def forward_loss(run: Run, batch: dict[str, Any]) -> torch.Tensor:
-    """The loss of one batch: normalised on the device, forward under autocast, loss in fp32."""
+    """The loss of one batch: normalised on the device (decoded and augmented there first with --gpu-augment),
+    forward under autocast, loss in fp32."""
     device = run.ctx.device
-    x = normalize(batch["image"].to(device, non_blocking=True))
+    images = batch_images(batch, device) if is_planned(batch) else batch["image"].to(device, non_blocking=True)
+    x = normalize(images)
     if run.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with run.autocast():

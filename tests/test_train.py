@@ -191,6 +191,16 @@ def test_bf16_autocast_and_channels_last_on_cpu(shards, tmp_path):
     assert ck["config"]["amp"] == "bf16" and ck["config"]["channels_last"] is True
 
 
+def test_fit_with_gpu_augment_runs_where_there_is_no_gpu(shards, tmp_path):
+    """--gpu-augment decodes and augments on the training device: here the CPU; it trains and is recorded."""
+    out = tmp_path / "gpuaug"
+    run(["fit", "--shards", str(shards), "--out", str(out), *SHORT, "--steps", "6", "--gpu-augment",
+         "--eval-every", "6", "--bn-recompute", "0"])
+    losses = [r["loss"] for r in records(out) if "loss" in r]
+    assert losses and all(np.isfinite(losses))
+    assert torch.load(out / "last.pt", weights_only=True)["config"]["gpu_augment"] is True
+
+
 # ------------------------------------------------------------------------------------------ GPU (skipped without)
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
