@@ -14,6 +14,9 @@ one DataLoader worker.
   convert to float32 and normalise on the CPU, scale jitter with ``F.interpolate`` (bilinear; mask nearest),
   random crop with padding, flip, default collate. No colour jitter (less work than the project does).
 
+With ``--gpu-augment`` the script also times what a worker still does (read, label map, draws) and, on a CUDA
+machine, the device's share (decode, resample, colour jitter) per second.
+
   .venv/bin/python scripts/bench_loader.py                  # ~1 minute on 2 cores
   .venv/bin/python scripts/bench_loader.py --crop 320 --batches 20 --data /tmp/bench_loader
 """
@@ -122,7 +125,7 @@ def main() -> None:
 
     torch.set_num_threads(1)  # what one DataLoader worker gets
     cv2.setNumThreads(1)
-    ours, base = [], []
+    ours, base, planned, device_rates = [], [], [], []
     for r in range(args.repeats):
         loader = make_train_loader(shards, stage="handobj", batch_size=args.batch, crop_size=args.crop,
                                    num_workers=0, steps=args.batches + 1, seed=r)
@@ -131,11 +134,37 @@ def main() -> None:
         baseline = DataLoader(dataset, batch_size=args.batch, shuffle=True, num_workers=0,
                               drop_last=True)
         base.append(rate(_cycle(baseline), args.batch, args.batches))
+        # --gpu-augment: what is left for a loader worker (the image work moves to the training device)
+        def planned_loader():
+            return make_train_loader(shards, stage="handobj", batch_size=args.batch, crop_size=args.crop,
+                                     num_workers=0, steps=args.batches + 1, seed=r, gpu_augment=True)
+
+        planned.append(rate(planned_loader(), args.batch, args.batches))
+        if torch.cuda.is_available():
+            device_rates.append(device_rate(list(planned_loader()), args.batch))
     print(f"data: {len(shards)} train shards, {len(FolderDataset(folder, args.crop))} train frames at "
           f"{size[0]}x{size[1]}, crop {args.crop}, batch {args.batch}, one worker (1 thread)")
     print(f"baseline  folder+PIL+float : {max(base):7.1f} samples/s")
     print(f"project   hotrain shards   : {max(ours):7.1f} samples/s")
     print(f"ratio project/baseline     : {max(ours) / max(base):7.2f}x")
+    print(f"--gpu-augment, worker share: {max(planned):7.1f} samples/s per worker ({max(planned) / max(base):.2f}x "
+          "the baseline); the images are decoded and augmented on the training device")
+    if device_rates:
+        print(f"--gpu-augment, device share: {max(device_rates):7.1f} samples/s on {torch.cuda.get_device_name()} "
+              "(nvJPEG decode + resample + colour jitter)")
+
+
+def device_rate(batches: list, batch_size: int) -> float:
+    """Samples/s of the device's share of --gpu-augment (decode, resample, jitter) over the given batches."""
+    from hotrain.gpu_augment import batch_images
+
+    batch_images(batches[0], "cuda")
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for b in batches:
+        batch_images(b, "cuda")
+    torch.cuda.synchronize()
+    return len(batches) * batch_size / (time.perf_counter() - t0)
 
 
 def _cycle(loader):

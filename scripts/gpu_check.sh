@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# One prepared check of hotrain's GPU paths on a machine with an NVIDIA GPU (under 8 minutes on one GPU):
+# One prepared check of hotrain's GPU paths on a machine with an NVIDIA GPU (under 10 minutes on one GPU):
 #   1. the suite's GPU-marked tests (pytest -m gpu);
 #   2. demo shards at 640x480 (hodata's EgoHOS look-alike, no download);
 #   3. a 1-GPU torchrun fit of DeepLabv3-ResNet50 on 480x480 crops in bf16 + channels_last (nccl, DDP path);
 #   4. eval and 5. predict of its checkpoint;
-#   6. scripts/bench_train.py: images/s of hotrain's training step against a plain fp32 loop, with the GPU's name.
+#   6. scripts/bench_train.py: images/s of hotrain's training step against a plain fp32 loop, with the GPU's name;
+#   7. a short fit with --gpu-augment and 8. scripts/bench_loader.py (samples/s of a loader worker, and of the
+#      device's decode + augmentation with --gpu-augment).
 # Everything printed lands in one log file ($GPU_CHECK_LOG, default work/gpu_check/gpu_check.log); the summary
 # at the end lists each step's status and the figures. Start from a fresh clone with
 #   bash scripts/setup.sh --no-demo && bash scripts/gpu_check.sh
@@ -95,6 +97,13 @@ print(len(src), 'masks of the input size, labels 0/1')
 
 step "bench_train" 300 "$PY" scripts/bench_train.py --model deeplabv3_resnet50 "${BENCH[@]}"
 
+step "fit --gpu-augment (nvJPEG decode, augmentation on the device)" 240 "$BIN/hotrain" fit --shards "$W/shards" \
+  --stage hand --model deeplabv3_resnet50 --weights auto --crop-size $CROP --batch-size $BATCH --amp bf16 \
+  --channels-last --gpu-augment --steps $EVAL_EVERY --steps-per-epoch $EVAL_EVERY --eval-every $EVAL_EVERY \
+  --num-workers $WORKERS --eval-batch-size $BATCH --log-every 10 --no-progress --out "$W/r50_gpuaug"
+step "bench_loader (a worker's share, and the device's share with --gpu-augment)" 180 "$PY" scripts/bench_loader.py \
+  --repeats 1 --crop $CROP --data "$W/bench_loader"
+
 echo
 echo "== summary"
 "$PY" - "$W" <<'EOF'
@@ -114,7 +123,7 @@ if (w / "eval" / "report.json").exists():
     rep = json.loads((w / "eval" / "report.json").read_text())
     print(f"eval: mIoU {rep['mean_iou']}, IoU {rep['iou']}, pixels {rep['pixels']}")
 EOF
-grep -h "device:\|ratio" "$LOG" | grep -v '^\$' | tail -2
+grep -h "device:\|ratio\|share" "$LOG" | grep -v '^\$' | tail -5
 printf '%s\n' "${STATUS[@]}"
 echo "log: $LOG"
 if [ ${#FAILED[@]} -gt 0 ]; then echo "FAILED: ${FAILED[*]}"; exit 1; fi
