@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tarfile
@@ -265,3 +266,31 @@ def test_image_completeness_check_refuses_every_truncation():
             checked_image_size(data[:cut], "a.jpg")
     # trailing bytes after the marker (some cameras append data): decoded to the end instead, and accepted
     assert checked_image_size(data + b"trailer", "a.jpg") == (32, 24)
+
+
+def test_workers_send_samples_through_files_and_leave_none_behind(tmp_path, monkeypatch):
+    """--workers: encoded samples travel through a private spill folder (a tmpfs where there is room), removed
+    afterwards; a folder a killed build left (its pid gone) is removed by the next build."""
+    import subprocess
+    import sys
+
+    from hodata import workers
+
+    monkeypatch.setattr(workers, "SHM", tmp_path / "no-shm")  # use the temp folder, here a private one
+    monkeypatch.setattr(workers.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / "tmp" / f"{workers.SPILL_PREFIX}{int(dead.stdout)}-x"
+    stale.mkdir()
+    (stale / "1-0.spill").write_bytes(b"left by a killed build")
+    during = []
+
+    def on_shard(info):
+        during.append(sorted(p.name.split("-")[2] for p in (tmp_path / "tmp").iterdir()))
+
+    rec = build(ToySource(tmp_path, frames=40), cfg(tmp_path / "w2", workers=2), on_shard=on_shard)
+    ref = build(ToySource(tmp_path, frames=40), cfg(tmp_path / "w0", workers=0))
+    assert [s["sha256"] for s in rec["shards"]] == [s["sha256"] for s in ref["shards"]]
+    # while samples stream in: this build's folder only, the stale one gone (the last shard closes after the stream)
+    assert during[0] == [str(os.getpid())] and all(names in ([str(os.getpid())], []) for names in during)
+    assert list((tmp_path / "tmp").iterdir()) == []
