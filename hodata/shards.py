@@ -17,6 +17,7 @@ results come back in frame order through a bounded window, so output is determin
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import heapq
 import os
@@ -422,7 +423,8 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
         for w in splits.values():
             w.abort()
         if record["status"] == "in_progress":  # (a failure on skips has written its record already)
-            journal.write()
+            with contextlib.suppress(OSError):  # the error that ended the run is the one to report
+                journal.write()
         raise
     finally:  # the manifest keeps every finished shard; a .tmp is never read as complete
         progress.close()

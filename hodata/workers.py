@@ -21,7 +21,7 @@ What makes ``--workers N`` scale with the cores:
   pickled, pushed in 64 KB pieces, read and unpickled by the pool's result thread while it competes with the
   parent for the GIL: on 2 cores that cost the parent about 1 ms per frame, which is what capped 2 workers
   well below 2x one (the parent runs beside them). A tmpfs (``/dev/shm``) keeps these files in memory.
-- **Bounded window.** At most ``2 * workers`` batches are in flight, so memory stays flat however many
+- **Bounded window.** At most ``4 * workers`` batches are in flight, so memory stays flat however many
   frames there are, and results are yielded in submission order, so the output is deterministic.
 - **Signals.** Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent handles it and
   terminates them) and die quietly on SIGTERM: an interrupted build prints no worker tracebacks. A worker

@@ -270,32 +270,21 @@ def decode_sample(sample: dict[str, Any], stage: str | Stage) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------ augmentation
 
 
-def train_sample(sample: dict[str, Any], stage: Stage, augment: TrainAugment, seed: int) -> dict[str, Any]:
+def train_sample(sample: dict[str, Any], stage: Stage, augment: TrainAugment, seed: int,
+                 planned: bool = False) -> dict[str, Any]:
     """Raw tar members -> one augmented training sample (as :func:`decode_sample`, cropped to ``augment.crop``):
     the label map is decoded and mapped first, the image decoded at the size the crop needs
-    (:mod:`hotrain.augment`)."""
+    (:mod:`hotrain.augment`). ``planned`` (``--gpu-augment``): the target map is cropped here and the image
+    left encoded with its plan, for the training device (:mod:`hotrain.gpu_augment`)."""
     key, url = sample.get("__key__", "?"), sample.get("__url__")
     try:
         data, meta = _members(sample)
         mask = stage_targets(sample, decode_seg(sample["seg.png"]), meta, stage)
-        image, mask = augment(data, mask, seed)
-    except DataError:
-        raise
-    except Exception as e:  # one line naming the shard and the sample
-        raise DataError(f"sample {key}: {e}", url) from e
-    return {"image": torch.from_numpy(image).permute(2, 0, 1), "mask": torch.from_numpy(mask),
-            "source": str(meta.get("source", "?")),
-            "has_object": bool(meta.get("labels", {}).get("object", False)), "key": key}
-
-
-def planned_train_sample(sample: dict[str, Any], stage: Stage, augment: TrainAugment, seed: int) -> dict[str, Any]:
-    """As :func:`train_sample`, for ``--gpu-augment``: the target map cropped here, the image left encoded with
-    its plan (:mod:`hotrain.gpu_augment`)."""
-    key, url = sample.get("__key__", "?"), sample.get("__url__")
-    try:
-        data, meta = _members(sample)
-        mask = stage_targets(sample, decode_seg(sample["seg.png"]), meta, stage)
-        out = planned_sample(data, mask, augment, seed)
+        if planned:
+            out = planned_sample(data, mask, augment, seed)
+        else:
+            image, mask = augment(data, mask, seed)
+            out = {"image": torch.from_numpy(image).permute(2, 0, 1), "mask": torch.from_numpy(mask)}
     except DataError:
         raise
     except Exception as e:  # one line naming the shard and the sample
@@ -421,8 +410,7 @@ class TrainStream(IterableDataset):
                  all_shards: list[str], world_size: int, focus_crops: float = 0.0, skip: Iterable[str] = (),
                  gpu_augment: bool = False):
         skip = set(skip)
-        self.make_sample, self.collate = ((planned_train_sample, collate_planned) if gpu_augment
-                                          else (train_sample, collate))
+        self.planned = gpu_augment
         self.shards = [u for u in shards if u not in skip]
         if not self.shards:
             raise DataError(f"every training shard of rank {rank} is damaged ({len(shards)} skipped)", shards[0])
@@ -470,9 +458,9 @@ class TrainStream(IterableDataset):
         batches = math.ceil(self.steps / num_workers)  # every worker cut to a fixed count; the loader trims
         batch: list[dict[str, Any]] = []
         for raw in samples:
-            batch.append(self.make_sample(raw, self.stage, self.augment, rng.getrandbits(63)))
+            batch.append(train_sample(raw, self.stage, self.augment, rng.getrandbits(63), self.planned))
             if len(batch) == self.batch_size:
-                yield self.collate(batch)
+                yield collate_planned(batch) if self.planned else collate(batch)
                 batch = []
                 batches -= 1
                 if batches == 0:
