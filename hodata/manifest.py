@@ -2,7 +2,7 @@
 
 One file per output folder, one record per source (``builds[<source>]``), so several sources can be built
 into the same folder and trained on together. Updated atomically (temp file + rename) under a file lock
-after every finished shard, so it doubles as the resume journal. A part of a build (``--part i/N``) keeps
+while a build runs (:mod:`hodata.shards` says when), so it doubles as the resume journal. A part of a build (``--part i/N``) keeps
 its record in ``manifest.part-i-of-N.json`` in the same format until ``hodata merge`` joins the parts.
 
 Everything read back from a manifest is checked before it is used: a manifest of a newer format is refused,
