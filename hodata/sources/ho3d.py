@@ -26,7 +26,7 @@ import numpy as np
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
 from hodata.mano import ManoConvention, axis_angle_to_matrix
-from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, checked_image_size, instance
+from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, instance
 from hodata.sources import FrameRef, Source
 from hodata.sources.files import decode_array, read_file, read_image
 from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, YCB_DIR, masks, val_fraction
