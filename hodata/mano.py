@@ -222,11 +222,11 @@ class ManoModel:
         from hodata.skinning import skin  # numba: loaded by the sources that pose hands, not by every import
 
         n, k = betas.shape
+        m = self._kernel_arrays
         verts, joints = np.empty((n, N_VERTS, 3)), np.empty((n, N_JOINTS, 3))
         skin(np.ascontiguousarray(pose, dtype=np.float64), np.ascontiguousarray(betas, dtype=np.float64),
-             self._kernel_arrays["v_template"], self._kernel_arrays["shapedirs"][:, :k],
-             self._kernel_arrays["posedirs"], self._kernel_arrays["J_regressor"], self._kernel_arrays["weights"],
-             self._kernel_arrays["parents"], verts, joints)
+             m["v_template"], m["shapedirs"][:, :k], m["posedirs"], m["J_regressor"], m["weights"], m["parents"],
+             verts, joints)
         return verts, joints
 
     @cached_property

@@ -14,8 +14,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-N_VERTS, N_JOINTS = 778, 16
-
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def rodrigues(rx, ry, rz, out):

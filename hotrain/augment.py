@@ -109,9 +109,7 @@ class TrainAugment:
             raise ValueError(f"seg.png is {(h, w)}, image is {(ih, iw)}" + (f" at 1/{k} size" if k > 1 else ""))
         # the decoded image's own scale (a reduced JPEG is ceil(size / k) pixels)
         out_img = self._warp(image, window, window.scale * w / iw, window.scale * h / ih, cv2.INTER_LINEAR, 0)
-        out_mask = self._warp(mask, window, window.scale, window.scale, cv2.INTER_NEAREST, IGNORE)
-        if window.flip and self.flip_lut is not None:
-            out_mask = apply_lut(out_mask, self.flip_lut)
+        out_mask = self.crop_targets(mask, window)
         if self.augment and rng is not None:
             out_img = self._jitter(rng, out_img)
         else:
@@ -124,11 +122,13 @@ class TrainAugment:
         its (2, 3) output-to-source map at full size and the colour jitter factors (None: no jitter)."""
         rng = np.random.default_rng(seed)
         window = self.window(rng, *mask.shape, mask)
-        out_mask = self._warp(mask, window, window.scale, window.scale, cv2.INTER_NEAREST, IGNORE)
-        if window.flip and self.flip_lut is not None:
-            out_mask = apply_lut(out_mask, self.flip_lut)
         jitter = self.draw_jitter(rng) if self.augment else None
-        return out_mask, self.affine(window, window.scale, window.scale), jitter
+        return self.crop_targets(mask, window), self.affine(window, window.scale, window.scale), jitter
+
+    def crop_targets(self, mask: np.ndarray, window: Window) -> np.ndarray:
+        """The target map's crop ``window`` (nearest, padding 255), relabelled left <-> right when mirrored."""
+        out = self._warp(mask, window, window.scale, window.scale, cv2.INTER_NEAREST, IGNORE)
+        return apply_lut(out, self.flip_lut) if window.flip and self.flip_lut is not None else out
 
     # --------------------------------------------------------------------------------------------- draws
     def window(self, rng: np.random.Generator, h: int, w: int, mask: np.ndarray) -> Window:
