@@ -217,28 +217,53 @@ class ManoModel:
         return (verts, joints) if batched else (verts[0], joints[0])
 
     def _skin(self, pose: np.ndarray, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Linear blend skinning of B hands: pose (B, 48), betas (B, k) -> (B, 778, 3), (B, 16, 3); one compiled
-        kernel (:func:`hodata.skinning.skin`)."""
+        """Linear blend skinning of B hands: pose (B, 48), betas (B, k) -> (B, 778, 3), (B, 16, 3); compiled
+        kernels (:mod:`hodata.skinning`)."""
         from hodata.skinning import skin  # numba: loaded by the sources that pose hands, not by every import
 
-        n, k = betas.shape
+        n = betas.shape[0]
         m = self._kernel_arrays
+        v_shaped, rest = self._shapes(np.ascontiguousarray(betas, dtype=np.float64))
         verts, joints = np.empty((n, N_VERTS, 3)), np.empty((n, N_JOINTS, 3))
-        skin(np.ascontiguousarray(pose, dtype=np.float64), np.ascontiguousarray(betas, dtype=np.float64),
-             m["v_template"], m["shapedirs"][:, :k], m["posedirs"], m["J_regressor"], m["weights"], m["parents"],
-             verts, joints)
+        skin(np.ascontiguousarray(pose, dtype=np.float64), v_shaped, rest, m["posedirs_t"], m["weights"],
+             m["parents"], verts, joints)
         return verts, joints
+
+    def _shapes(self, betas: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rest-pose vertices (B, 778, 3) and joints (B, 16, 3) of B shapes. The last result is kept: the
+        frames of a sequence pose one hand, whose betas repeat (read-only arrays, one slot swapped whole)."""
+        from hodata.skinning import shape_blend
+
+        key = (betas.shape, betas.tobytes())
+        last = self._last_shape[0]
+        if last is not None and last[0] == key:
+            return last[1], last[2]
+        m = self._kernel_arrays
+        n, k = betas.shape
+        v_shaped, rest = np.empty((n, N_VERTS, 3)), np.empty((n, N_JOINTS, 3))
+        shape_blend(betas, m["v_template"], m["shapedirs"][:, :k], m["J_template"], m["J_shapedirs"][:, :k],
+                    v_shaped, rest)
+        v_shaped.flags.writeable = rest.flags.writeable = False
+        self._last_shape[0] = (key, v_shaped, rest)
+        return v_shaped, rest
+
+    @cached_property
+    def _last_shape(self) -> list:
+        return [None]
 
     @cached_property
     def _kernel_arrays(self) -> dict[str, np.ndarray]:
-        """The model's arrays as the skinning kernel reads them: C-contiguous float64, blend shapes flattened to
-        one row per vertex coordinate."""
+        """The model's arrays as the skinning kernels read them: C-contiguous float64, blend shapes flattened to
+        one row per vertex coordinate, the joint regressor applied to the template and to the shape blends; the
+        pose blend shapes float32 and transposed (see :mod:`hodata.skinning`)."""
         def c(a):
             return np.ascontiguousarray(a, dtype=np.float64)
 
+        posedirs_t = np.ascontiguousarray(self.posedirs.reshape(N_VERTS * 3, -1).T, dtype=np.float32)
+        j_shapedirs = np.einsum("jv,vak->jak", self.J_regressor, self.shapedirs).reshape(N_JOINTS * 3, -1)
         return {"v_template": c(self.v_template), "shapedirs": c(self.shapedirs.reshape(N_VERTS * 3, -1)),
-                "posedirs": c(self.posedirs.reshape(N_VERTS * 3, -1)), "J_regressor": c(self.J_regressor),
-                "weights": c(self.weights), "parents": np.ascontiguousarray(self.parents, dtype=np.int64)}
+                "posedirs_t": posedirs_t, "J_template": c(self.J_regressor @ self.v_template),
+                "J_shapedirs": c(j_shapedirs), "weights": c(self.weights), "parents": np.ascontiguousarray(self.parents, dtype=np.int64)}
 
 
 def _matmul_each(m: np.ndarray, batch: np.ndarray) -> np.ndarray:

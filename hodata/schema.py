@@ -27,6 +27,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from hodata.label_png import encode_label_png
+
 SCHEMA = "hodata/2"
 READABLE_SCHEMAS = ("hodata/1", "hodata/2")  # what readers accept; hodata/1 has no instances
 BACKGROUND, HAND, OBJECT, IGNORE = 0, 1, 2, 255
@@ -78,7 +80,8 @@ class Sample:
     camera: dict[str, Any] | None = None  # {"K": 3x3 list} where known
     provenance: dict[str, Any] = field(default_factory=dict)  # source files relative to the root
     extra: dict[str, Any] = field(default_factory=dict)  # source-specific facts (e.g. mask agreement)
-    inst: np.ndarray | None = None  # HxW uint8 instance map (0 none, k instance id, 255 unknown)
+    # HxW uint8 instance map (0 none, k instance id, 255 unknown); ``seg`` itself where the ids are the labels
+    inst: np.ndarray | None = None
     instances: list[dict[str, Any]] = field(default_factory=list)  # [{"id", "class", "side", "name", ...}]
     amodal: np.ndarray | None = None  # HxW uint8 bit mask (AMODAL_HAND_BIT | AMODAL_OBJECT_BIT), on request
 
@@ -97,7 +100,8 @@ class Sample:
         """The tar members of this sample (without ``__key__``): image, label maps, json."""
         out = {self.image_ext: self.image, "seg.png": encode_seg(self.seg)}
         if self.inst is not None:  # sources whose instance ids are the labels (HO3D) give the same map twice
-            out["inst.png"] = out["seg.png"] if np.array_equal(self.inst, self.seg) else encode_seg(self.inst)
+            same = self.inst is self.seg or np.array_equal(self.inst, self.seg)
+            out["inst.png"] = out["seg.png"] if same else encode_seg(self.inst)
         if self.amodal is not None:
             out["amodal.png"] = encode_seg(self.amodal)
         out["json"] = dumps_meta(self.meta())
@@ -174,6 +178,10 @@ def label_histogram(seg: np.ndarray) -> np.ndarray:
     return counts(seg)
 
 
+_NOT_A_LABEL = np.ones(256, bool)
+_NOT_A_LABEL[list(VALID_LABELS)] = False
+
+
 def check_seg(seg: np.ndarray, width: int, height: int, hist: np.ndarray | None = None) -> None:
     """Raise ValueError when a label map breaks the schema."""
     if seg.dtype != np.uint8 or seg.ndim != 2:
@@ -181,26 +189,15 @@ def check_seg(seg: np.ndarray, width: int, height: int, hist: np.ndarray | None 
     if seg.shape != (height, width):
         raise ValueError(f"label map is {seg.shape[1]}x{seg.shape[0]}, image is {width}x{height}")
     hist = label_histogram(seg) if hist is None else hist
-    present = np.flatnonzero(hist)
-    bad = present[~np.isin(present, VALID_LABELS)]
+    bad = np.flatnonzero(hist[_NOT_A_LABEL])
+    bad = np.flatnonzero(_NOT_A_LABEL)[bad] if bad.size else bad
     if bad.size:
         raise ValueError(f"label map has values outside 0/1/2/255: {bad[:8].tolist()}")
 
 
-# Label maps are long runs along rows: zlib's run-length strategy at level 1 halves the size of the default
-# at the same speed, and with no row filter libpng skips its per-row filter choice, which otherwise dominates
-# the encode (640x480 rendered maps: 0.6 ms and ~1.9 KB, against 0.8 ms and ~2.3 KB with the "up" filter and
-# ~4 ms with libpng's default adaptive choice among all five filters).
-_PNG_PARAMS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY, cv2.IMWRITE_PNG_STRATEGY_RLE] + (
-    [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_NONE] if hasattr(cv2, "IMWRITE_PNG_FILTER") else [])
-
-
 def encode_seg(seg: np.ndarray) -> bytes:
-    """Lossless single-channel PNG, fast to write (see ``_PNG_PARAMS``); decode with :func:`decode_seg`."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(seg, dtype=np.uint8), _PNG_PARAMS)
-    if not ok:
-        raise ValueError("could not encode label map")
-    return buf.tobytes()
+    """Lossless 8-bit single-channel PNG, fast to write (:mod:`hodata.label_png`); decode with :func:`decode_seg`."""
+    return encode_label_png(np.asarray(seg, dtype=np.uint8))
 
 
 def decode_seg(data: bytes) -> np.ndarray:
@@ -264,10 +261,12 @@ _SEG_SLOT = np.full(256, 4, np.int64)
 _SEG_SLOT[[BACKGROUND, HAND, OBJECT, IGNORE]] = [0, 1, 2, 3]
 
 
-def check_inst(inst: np.ndarray, instances: list[dict[str, Any]], seg: np.ndarray) -> None:
+def check_inst(inst: np.ndarray, instances: list[dict[str, Any]], seg: np.ndarray,
+               seg_hist: np.ndarray | None = None) -> None:
     """Raise ValueError when an instance map breaks the schema or disagrees with ``seg`` (one counting pass
-    over both maps: :func:`hodata.label_counts.pair_counts`)."""
-    from hodata.label_counts import pair_counts
+    over both maps: :func:`hodata.label_counts.pair_counts`). When ``inst`` is ``seg`` itself (the ids are
+    the labels) its histogram is all it takes: ``seg_hist`` where the caller has it, else counted here."""
+    from hodata.label_counts import counts, pair_counts
 
     if inst.dtype != np.uint8 or inst.ndim != 2:
         raise ValueError(f"instance map must be 2-D uint8, got {inst.dtype} {inst.shape}")
@@ -278,7 +277,11 @@ def check_inst(inst: np.ndarray, instances: list[dict[str, Any]], seg: np.ndarra
         raise ValueError(f"instance ids repeat: {ids}")
     for ins in instances:
         instance(ins.get("id", -1), ins.get("class"), ins.get("side"))  # validates id, class and side
-    joint = pair_counts(inst, seg, _SEG_SLOT)  # [instance id, seg column]
+    if inst is seg:  # ids are the labels: the joint counts are the diagonal of one histogram
+        joint = np.zeros((256, 5), np.int64)
+        joint[np.arange(256), _SEG_SLOT] = counts(seg) if seg_hist is None else seg_hist
+    else:
+        joint = pair_counts(inst, seg, _SEG_SLOT)  # [instance id, seg column]
     present = np.flatnonzero(joint.sum(axis=1))
     unlisted = [int(v) for v in present if v not in (NO_INSTANCE, UNKNOWN_INSTANCE) and v not in ids]
     if unlisted:

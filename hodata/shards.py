@@ -40,9 +40,9 @@ from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remov
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
 from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
 from hodata.sources import FrameRef, Source
+from hodata.tar_blocks import tar_blocks
 from hodata.workers import ordered_map, spill_folder
 
-TAR_MTIME = 946684800  # 2000-01-01: fixed member mtime -> reproducible shards
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 512 * 1024**2
 # A build stops once more than this share of its frames was skipped: a wrong option or a broken model skips
@@ -118,7 +118,7 @@ def resize_sample(s: Sample, max_side: int) -> Sample:
         raise BadFrame("could not re-encode resized image")
     seg = cv2.resize(s.seg, (w, h), interpolation=cv2.INTER_NEAREST)
     if s.inst is not None:
-        s.inst = cv2.resize(s.inst, (w, h), interpolation=cv2.INTER_NEAREST)
+        s.inst = seg if s.inst is s.seg else cv2.resize(s.inst, (w, h), interpolation=cv2.INTER_NEAREST)
     if s.amodal is not None:
         s.amodal = cv2.resize(s.amodal, (w, h), interpolation=cv2.INTER_NEAREST)
     camera = s.camera
@@ -159,22 +159,6 @@ class Encoded:
         return len(self.data) if self.data is not None else 0
 
 
-def tar_blocks(key: str, members: dict[str, bytes]) -> bytes:
-    """The tar blocks of one sample's members ``<key>.<ext>``, exactly as ``tarfile`` writes them (USTAR,
-    fixed mtime, mode and owner: the same sample gives the same bytes in every run)."""
-    parts = []
-    for ext, data in members.items():
-        info = tarfile.TarInfo(f"{key}.{ext}")
-        info.size, info.mtime, info.mode = len(data), TAR_MTIME, 0o444
-        info.uname = info.gname = "hodata"
-        parts.append(info.tobuf(tarfile.USTAR_FORMAT, tarfile.ENCODING, "surrogateescape"))
-        parts.append(data)
-        pad = -len(data) % tarfile.BLOCKSIZE
-        if pad:
-            parts.append(bytes(pad))
-    return b"".join(parts)
-
-
 def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None) -> Encoded:
     """Load, check and encode one frame. A :class:`BadFrame` (the source's word that this frame's files are
     missing or broken) becomes a skip record naming the reason; anything else is a bug or a wrong option and
@@ -192,7 +176,7 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
         check_seg(s.seg, s.width, s.height, hist)
         if s.inst is not None:
-            check_inst(s.inst, s.instances, s.seg)
+            check_inst(s.inst, s.instances, s.seg, hist)
         if s.image_ext not in ("jpg", "png"):
             raise ValueError(f"unsupported image type {s.image_ext!r}")
     except ValueError as e:

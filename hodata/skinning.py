@@ -4,9 +4,14 @@ runs.
 The maths is MANO's (see :mod:`hodata.mano`): shape blend, rest joints from ``J_regressor``, Rodrigues per joint,
 pose blend from the 15 non-root rotations minus identity, rigid transforms along the kinematic tree, linear blend
 skinning. Written as loops over one hand at a time, it costs about a tenth of the same steps as NumPy calls on a
-single hand (each call's own overhead, repeated for every joint of the tree, dominated there). The pose blend,
-the one large product (2,334 x 135), stays a BLAS matrix-vector product. Skinning weights that are zero are
-skipped: adding an exact zero changes no sum.
+single hand (each call's own overhead, repeated for every joint of the tree, dominated there). Skinning
+weights that are zero are skipped: adding an exact zero changes no sum.
+
+The pose blend, the one large product (2,334 x 135), reads its matrix stored as float32 and transposed (one
+row per pose feature), accumulating in float64: a build poses one hand per frame between other work, so
+the matrix comes from memory each time, and at 1.3 MB instead of 2.5 MB that read costs half (0.25 against
+0.45 ms cold on a 2-core cloud VM). float32 keeps MANO's blend shapes to ~7 significant digits, a vertex
+error below 1e-7 m (what PyTorch MANO layers, float32 throughout, give up far more of).
 """
 
 from __future__ import annotations
@@ -40,38 +45,53 @@ def rodrigues(rx, ry, rz, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
-def skin(pose, betas, v_template, shapedirs, posedirs, j_regressor, weights, parents, verts, joints):
-    """B hands: pose (B, 48) full axis-angle, betas (B, k), the model's arrays (shapedirs (778 * 3, k),
-    posedirs (778 * 3, 135), j_regressor (16, 778), weights (778, 16), parents (16,) with -1 at the root) ->
-    verts (B, 778, 3) and the skinned joint positions joints (B, 16, 3), both filled in place, without
-    translation."""
-    n_verts, n_joints, k = v_template.shape[0], parents.shape[0], betas.shape[1]
-    v_shaped = np.empty((n_verts, 3))
-    rest = np.empty((n_joints, 3))
-    rots = np.empty((n_joints, 3, 3))
-    g_rot = np.empty((n_joints, 3, 3))
-    feature = np.empty(9 * (n_joints - 1))
-    transform = np.empty((n_joints, 12))  # per joint: rotation (row-major 9) then offset (3)
-    for b in range(pose.shape[0]):
+def shape_blend(betas, v_template, shapedirs, j_template, j_shapedirs, v_shaped, rest):
+    """B hand shapes: betas (B, k) -> rest-pose vertices v_shaped (B, 778, 3) and rest joints (B, 16, 3),
+    filled in place. shapedirs (778 * 3, k); the joints are linear in the betas too, so they come from the
+    regressor applied once to the template (j_template (16, 3)) and to the shape blends (j_shapedirs (48, k)),
+    not from a regression over the 778 shaped vertices per hand."""
+    n_verts, n_joints, k = v_template.shape[0], j_template.shape[0], betas.shape[1]
+    for b in range(betas.shape[0]):
         for v in range(n_verts):
             for a in range(3):
                 acc = v_template[v, a]
                 row = 3 * v + a
                 for c in range(k):
                     acc += shapedirs[row, c] * betas[b, c]
-                v_shaped[v, a] = acc
+                v_shaped[b, v, a] = acc
         for j in range(n_joints):
             for a in range(3):
-                acc = 0.0
-                for v in range(n_verts):
-                    acc += j_regressor[j, v] * v_shaped[v, a]
-                rest[j, a] = acc
+                acc = j_template[j, a]
+                row = 3 * j + a
+                for c in range(k):
+                    acc += j_shapedirs[row, c] * betas[b, c]
+                rest[b, j, a] = acc
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def skin(pose, v_shaped, rest, posedirs_t, weights, parents, verts, joints):
+    """B hands: pose (B, 48) full axis-angle, their shapes v_shaped (B, 778, 3) and rest joints (B, 16, 3)
+    (:func:`shape_blend`), the model's posedirs_t (135, 778 * 3) float32 (the transposed pose blend shapes),
+    weights (778, 16), parents (16,) with -1 at the root -> verts (B, 778, 3) and the skinned joint positions
+    joints (B, 16, 3), both filled in place, without translation."""
+    n_verts, n_joints = v_shaped.shape[1], parents.shape[0]
+    rots = np.empty((n_joints, 3, 3))
+    g_rot = np.empty((n_joints, 3, 3))
+    feature = np.empty(9 * (n_joints - 1))
+    transform = np.empty((n_joints, 12))  # per joint: rotation (row-major 9) then offset (3)
+    pose_offsets = np.empty(3 * n_verts)
+    for b in range(pose.shape[0]):
+        for j in range(n_joints):
             rodrigues(pose[b, 3 * j], pose[b, 3 * j + 1], pose[b, 3 * j + 2], rots[j])
         for j in range(1, n_joints):
             for a in range(3):
                 for c in range(3):
                     feature[9 * (j - 1) + 3 * a + c] = rots[j, a, c] - (1.0 if a == c else 0.0)
-        pose_offsets = np.dot(posedirs, feature)  # (778 * 3,)
+        pose_offsets[:] = 0.0
+        for f in range(feature.shape[0]):  # feature by feature: the inner loop over rows vectorizes
+            weight = feature[f]
+            for row in range(3 * n_verts):
+                pose_offsets[row] += posedirs_t[f, row] * weight
         # global rotation and position of each joint (parents precede children), then the transform that maps
         # a rest-pose point x to R (x - rest) + position
         for j in range(n_joints):
@@ -80,21 +100,22 @@ def skin(pose, betas, v_template, shapedirs, posedirs, j_regressor, weights, par
                 for a in range(3):
                     for c in range(3):
                         g_rot[j, a, c] = rots[j, a, c]
-                    joints[b, j, a] = rest[j, a]
+                    joints[b, j, a] = rest[b, j, a]
             else:
                 for a in range(3):
                     for c in range(3):
                         g_rot[j, a, c] = (g_rot[p, a, 0] * rots[j, 0, c] + g_rot[p, a, 1] * rots[j, 1, c]
                                           + g_rot[p, a, 2] * rots[j, 2, c])
                 for a in range(3):
-                    joints[b, j, a] = joints[b, p, a] + (g_rot[p, a, 0] * (rest[j, 0] - rest[p, 0])
-                                                         + g_rot[p, a, 1] * (rest[j, 1] - rest[p, 1])
-                                                         + g_rot[p, a, 2] * (rest[j, 2] - rest[p, 2]))
+                    joints[b, j, a] = joints[b, p, a] + (g_rot[p, a, 0] * (rest[b, j, 0] - rest[b, p, 0])
+                                                         + g_rot[p, a, 1] * (rest[b, j, 1] - rest[b, p, 1])
+                                                         + g_rot[p, a, 2] * (rest[b, j, 2] - rest[b, p, 2]))
             for a in range(3):
                 for c in range(3):
                     transform[j, 3 * a + c] = g_rot[j, a, c]
-                transform[j, 9 + a] = joints[b, j, a] - (g_rot[j, a, 0] * rest[j, 0] + g_rot[j, a, 1] * rest[j, 1]
-                                                        + g_rot[j, a, 2] * rest[j, 2])
+                transform[j, 9 + a] = joints[b, j, a] - (g_rot[j, a, 0] * rest[b, j, 0]
+                                                        + g_rot[j, a, 1] * rest[b, j, 1]
+                                                        + g_rot[j, a, 2] * rest[b, j, 2])
         blend = np.empty(12)
         for v in range(n_verts):
             blend[:] = 0.0
@@ -103,9 +124,9 @@ def skin(pose, betas, v_template, shapedirs, posedirs, j_regressor, weights, par
                 if w != 0.0:
                     for e in range(12):
                         blend[e] += w * transform[j, e]
-            x = v_shaped[v, 0] + pose_offsets[3 * v]
-            y = v_shaped[v, 1] + pose_offsets[3 * v + 1]
-            z = v_shaped[v, 2] + pose_offsets[3 * v + 2]
+            x = v_shaped[b, v, 0] + pose_offsets[3 * v]
+            y = v_shaped[b, v, 1] + pose_offsets[3 * v + 1]
+            z = v_shaped[b, v, 2] + pose_offsets[3 * v + 2]
             for a in range(3):
                 verts[b, v, a] = blend[3 * a] * x + blend[3 * a + 1] * y + blend[3 * a + 2] * z + blend[9 + a]
 

@@ -394,3 +394,20 @@ def test_a_left_model_in_place_of_the_right_stops_the_source(tree):
     (tree / "mano" / "MANO_RIGHT.pkl").write_bytes((tree / "mano" / "MANO_LEFT.pkl").read_bytes())
     with pytest.raises(DataError, match=r"MANO_RIGHT\.pkl: this is a left-hand model"):
         open_source("ho3d", tree / "HO3D_v3", opts(tree))
+
+
+def test_annotation_fields_that_are_not_finite_or_misshapen_are_named(tmp_path):
+    from hodata.errors import BadFrame
+
+    meta = {"handPose": np.zeros(48, np.float32), "handBeta": np.zeros(10), "handTrans": [0.0, 0.0, -0.5],
+            "camMat": np.eye(3), "objRot": np.zeros((3, 1)), "objTrans": np.zeros(3), "objName": "x"}
+    path = tmp_path / "0000.pkl"
+    for change, words in (({}, None), ({"objTrans": np.array([0.0, np.inf, 0.0])}, "objTrans has 3 values, not all"),
+                          ({"handBeta": np.array([np.nan] * 10)}, "handBeta has 10 values, not all finite"),
+                          ({"camMat": np.eye(4)}, "camMat has 16 values"), ({"handTrans": "abc"}, "handTrans is not")):
+        path.write_bytes(pickle.dumps(meta | change, protocol=2))
+        if words is None:
+            assert read_meta(path)["objName"] == "x"
+            continue
+        with pytest.raises(BadFrame, match=words):
+            read_meta(path)

@@ -482,3 +482,26 @@ def test_axis_angle_to_matrix_is_rodrigues():
     vecs = np.r_[rng.normal(0, 1.5, (50, 3)), np.zeros((1, 3)), [[1e-14, 0.0, 0.0], [np.pi, 0.0, 0.0]]]
     np.testing.assert_allclose(axis_angle_to_matrix(vecs), Rotation.from_rotvec(vecs).as_matrix(), atol=1e-12)
     np.testing.assert_array_equal(axis_angle_to_matrix(np.zeros(3))[0], np.eye(3))  # exact identity at angle 0
+
+
+def test_hand_shapes_are_reused_only_for_the_same_betas(right):
+    rng = np.random.default_rng(21)
+    pose = rng.normal(0, 0.4, 48)
+    a, b = rng.normal(0, 1, 10), rng.normal(0, 1, 10)
+    for betas in (a, a, b, a, np.stack([a, b]), b):  # repeats hit the kept shape, changes must not
+        verts, joints = right.forward(pose if betas.ndim == 1 else np.stack([pose, pose]), betas)
+        for i, one in enumerate(betas if betas.ndim == 2 else [betas]):
+            ref_v, ref_j = reference_lbs(right, pose, one, np.zeros(3))
+            np.testing.assert_allclose(verts if betas.ndim == 1 else verts[i], ref_v, atol=1e-10)
+            np.testing.assert_allclose(joints if betas.ndim == 1 else joints[i], ref_j, atol=1e-10)
+
+
+def test_float32_pose_blend_stays_within_a_tenth_of_a_micron(right):
+    # MANO's own pose blend shapes reach ~0.02 m; the kernel reads them as float32 (half the memory traffic)
+    rng = np.random.default_rng(22)
+    big = dataclasses.replace(right, posedirs=rng.normal(0, 0.01, right.posedirs.shape))
+    pose, betas = rng.normal(0, 1.0, 48), rng.normal(0, 2, 10)
+    verts, joints = big.forward(pose, betas)
+    ref_v, ref_j = reference_lbs(big, pose, betas, np.zeros(3))
+    assert np.abs(verts - ref_v).max() < 1e-7
+    np.testing.assert_allclose(joints, ref_j, atol=1e-12)  # joints never see the pose blend

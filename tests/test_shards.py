@@ -202,7 +202,7 @@ def test_shard_bytes_are_what_tarfile_writes(tmp_path):
     """The writer assembles tar blocks itself (built in the workers); the file equals tarfile's own output."""
     import io
 
-    from hodata.shards import TAR_MTIME
+    from hodata.tar_blocks import TAR_MTIME
 
     build(ToySource(tmp_path, frames=6, splits=("train",)), cfg(tmp_path / "out", max_samples=10))
     shard = tmp_path / "out" / "toy-train-000000.tar"
@@ -213,6 +213,18 @@ def test_shard_bytes_are_what_tarfile_writes(tmp_path):
             info.size, info.mtime, info.mode, info.uname, info.gname = len(data), TAR_MTIME, 0o444, "hodata", "hodata"
             tf.addfile(info, io.BytesIO(data))
     assert shard.read_bytes() == bio.getvalue()
+
+
+def test_member_headers_are_tarfiles_for_every_name_and_size():
+    from hodata.tar_blocks import header, tarfile_header
+
+    names = ["a.jpg", "toy/train/seq/000001.seg.png", "x" * 100, "d" * 60 + "/" + "y" * 50 + ".json", "ünïcode/köy.png"]
+    for name in names:
+        for size in (0, 1, 511, 512, 123_456_789, 8 ** 11 - 1):
+            assert header(name, size) == tarfile_header(name, size), (name, size)
+    for name, size in (("big.bin", 8 ** 11), ("d/" + "y" * 120, 1)):  # what USTAR cannot hold, tarfile refuses
+        with pytest.raises(ValueError):
+            header(name, size)
 
 
 def test_label_checks_fast_paths_agree_with_full_histograms():
@@ -249,6 +261,12 @@ def test_label_checks_fast_paths_agree_with_full_histograms():
     check_inst(seg.copy(), instances, seg)  # a map equal to seg whose ids are their labels (HO3D)
     with pytest.raises(ValueError, match="disagree"):  # equal maps, but id 2 is a hand: seg says object
         check_inst(seg.copy(), [instance(1, "object"), instance(2, "hand", "left")], seg)
+    # the map passed as seg itself is checked from one histogram, with the same verdicts
+    check_inst(seg, instances, seg)
+    with pytest.raises(ValueError, match="disagree"):
+        check_inst(seg, [instance(1, "object"), instance(2, "hand", "left")], seg)
+    with pytest.raises(ValueError, match=r"ids \[2\]"):
+        check_inst(seg, [instance(1, "hand", "right")], seg)
 
 
 def test_image_completeness_check_refuses_every_truncation():

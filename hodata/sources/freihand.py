@@ -264,7 +264,7 @@ class FreiHANDSource(Source):
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
             image=image, image_ext="jpg", seg=seg, width=width, height=height,
             labels={"hand": True, "object": False, "sides": True}, objects=[],
-            inst=seg.copy(), instances=[instance(1, "hand", "right")],
+            inst=seg, instances=[instance(1, "hand", "right")],
             camera={"K": K.tolist()}, provenance=provenance, extra=extra, amodal=amodal,
         )
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+from numba import njit
 
 from hodata.errors import BadFrame, DataError
 from hodata.manifest import file_digest
@@ -32,12 +33,14 @@ from hodata.sources.files import decode_array, read_file, read_image
 from hodata.sources.options import MANO_DIR, RENDERER, SPLIT_FILE, YCB_DIR, masks, val_fraction
 from hodata.sources.rendered import AMODAL, YCB_MESH_NAME, YCBMeshes, amodal_map, label_agreement, load_mano
 from hodata.splits import assign_groups, load_split_file
+from hodata.upsample import upsample_nearest
 
 # Sequences recorded by several cameras are a base name plus a camera digit (ABF10..ABF14 -> ABF1); the
 # cameras of one base show the same scene, so they must land in the same split.
 MULTI_CAMERA_BASES = ("ABF1", "BB1", "GPMF1", "GSF1", "MDF1", "SB1", "ShSu1", "SiBF1", "SMu4", "MPM1", "AP1")
 OPENGL_TO_OPENCV = np.diag([1.0, -1.0, -1.0])
 REQUIRED_META = ("handPose", "handBeta", "handTrans", "camMat", "objRot", "objTrans", "objName")
+NUMERIC_META = {"handPose": 48, "handBeta": 10, "handTrans": 3, "camMat": 9, "objRot": 3, "objTrans": 3}
 DEFAULT_VAL_FRACTION = 0.1
 # The toolkit loads MANO_RIGHT with flat_hand_mean=True and overwrites the full 48-D pose (no PCA); its 21
 # joints are the skinned ones plus tips 744, 333, 444, 555, 672 (patched lbs.py). Right hands only.
@@ -88,22 +91,26 @@ def provided_labels(data: bytes, ext: str, size: tuple[int, int], path: Path) ->
     bgr = decode_array(data, path, "provided mask", cv2.IMREAD_COLOR)
     if bgr.ndim != 3:
         raise BadFrame(f"provided mask must be a colour image, got shape {bgr.shape}", path)
-    b, g, r = (bgr[..., i].astype(np.int16) for i in range(3))
-    if ext == "png":
-        hand, obj = b > 127, (g > 127) & ~(b > 127)
-    else:
-        hand = (r > 127) & (r >= b)
-        obj = (b > 127) & (b > r)
-    labels = np.full(bgr.shape[:2], BACKGROUND, np.uint8)
-    labels[obj] = OBJECT
-    labels[hand] = HAND
+    labels = np.empty(bgr.shape[:2], np.uint8)
+    _mask_colours(bgr, ext == "png", labels)
     w, h = size
     sh, sw = labels.shape
     if abs(sw * h - sh * w) > max(sw, sh):  # aspect ratio differs: not a downscaled copy of this frame
         raise BadFrame(f"provided mask is {sw}x{sh}, image is {w}x{h}", path)
-    if (sw, sh) != (w, h):
-        labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
-    return labels
+    return upsample_nearest(labels, size)
+
+
+@njit(cache=True, nogil=True)
+def _mask_colours(bgr, v3_png, out):
+    """The label of each pixel of a shipped mask (BGR), by the rules of :func:`provided_labels`; hand wins."""
+    for y in range(bgr.shape[0]):
+        for x in range(bgr.shape[1]):
+            b, g, r = bgr[y, x, 0], bgr[y, x, 1], bgr[y, x, 2]
+            if v3_png:
+                hand, obj = b > 127, g > 127
+            else:
+                hand, obj = r > 127 and r >= b, b > 127 and b > r
+            out[y, x] = HAND if hand else (OBJECT if obj else BACKGROUND)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -125,14 +132,18 @@ def read_meta(path: Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_META if meta.get(k) is None]
     if missing:
         raise BadFrame(f"annotation has no value for {', '.join(missing)}", path)
-    shapes = {"handPose": 48, "handBeta": 10, "handTrans": 3, "camMat": 9, "objRot": 3, "objTrans": 3}
-    for k, n in shapes.items():
+    arrays = []
+    for k, n in NUMERIC_META.items():
         try:
             arr = np.asarray(meta[k], dtype=np.float64)
         except (TypeError, ValueError) as e:
             raise BadFrame(f"annotation field {k} is not numeric", path) from e
-        if arr.size != n or not np.all(np.isfinite(arr)):
+        if arr.size != n:
             raise BadFrame(f"annotation field {k} has {arr.size} values (expected {n} finite)", path)
+        arrays.append(arr.ravel())
+    if not np.isfinite(np.concatenate(arrays)).all():  # one test for all fields; the message names the first
+        k = next(k for k, a in zip(NUMERIC_META, arrays) if not np.isfinite(a).all())
+        raise BadFrame(f"annotation field {k} has {NUMERIC_META[k]} values, not all finite", path)
     return meta
 
 
@@ -345,7 +356,7 @@ class HO3DSource(Source):
             labels={"hand": True, "object": True, "sides": True},
             objects=[{"name": str(meta["objName"]), "ycb_label": _plain(meta.get("objLabel"))}],
             # hand and object are drawn with labels 1 and 2, which are also their instance ids
-            inst=seg.copy(),
+            inst=seg,
             instances=[instance(HAND, "hand", "right", "right hand"),
                        instance(OBJECT, "object", None, str(meta["objName"]), ycb_label=_plain(meta.get("objLabel")))],
             camera={"K": K.tolist()},
