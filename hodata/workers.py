@@ -2,8 +2,13 @@
 
 What makes ``--workers N`` scale with the cores:
 
-- **Batches.** Each task carries several frames, so the per-task cost of the pool (pickling the call,
-  waking the result thread) is paid once per batch, not once per frame.
+- **Batches.** Each task carries several frames, so the per-task cost (pickling the call, a wake-up of the
+  parent) is paid once per batch, not once per frame.
+- **No helper threads.** The parent sends batches and receives results itself, on pipes it waits on with
+  ``multiprocessing.connection.wait``; the workers take batches from one shared pipe, so a free worker takes
+  the next one. ``multiprocessing.Pool`` hands every task and result through two threads of the parent that
+  take turns with it for the GIL: measured, 0.13 CPU-ms per frame in those threads and ~0.1 more in the
+  parent's own, on 2 cores that beside 2 workers is what kept 2 workers below 1.8x one.
 - **Warm start.** The parent runs the first item itself before it forks the pool. Everything loaded lazily
   on a first frame (imports such as trimesh, JIT-compiled kernels read from numba's cache, meshes, models) is
   then loaded once and shared by every forked worker instead of being loaded again in each.
@@ -17,16 +22,18 @@ What makes ``--workers N`` scale with the cores:
   the pages they live on into that worker (hundreds of MB when torch is loaded, and the CPU time to copy).
 - **Payloads through files, not the pipe.** With ``spill_dir``, a worker writes the ``data`` bytes of a batch's
   results (encoded samples, ~100 KB to 1 MB each) into one file there and sends only the small rest through
-  the pool's pipe; the parent reads the file back in one call. Through the pipe the same bytes would be
-  pickled, pushed in 64 KB pieces, read and unpickled by the pool's result thread while it competes with the
-  parent for the GIL: on 2 cores that cost the parent about 1 ms per frame, which is what capped 2 workers
-  well below 2x one (the parent runs beside them). A tmpfs (``/dev/shm``) keeps these files in memory.
+  its result pipe; the parent reads the file back in one call. Through a pipe the same bytes would be
+  pickled and pushed in 64 KB pieces, each a wake-up of the reader. A tmpfs (``/dev/shm``) keeps these files
+  in memory.
 - **Bounded window.** At most ``4 * workers`` batches are in flight, so memory stays flat however many
   frames there are, and results are yielded in submission order, so the output is deterministic.
-- **Signals.** Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent handles it and
-  terminates them) and die quietly on SIGTERM: an interrupted build prints no worker tracebacks. A worker
-  closes the builder's folder-lock descriptors at start, so a lock ends with its holder; when the builder is
-  killed outright (``kill -9``) its workers see their task queue close and end after the batch in hand.
+- **Signals and deaths.** Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent handles
+  it and terminates them) and die quietly on SIGTERM: an interrupted build prints no worker tracebacks. A
+  worker closes the builder's folder-lock descriptors at start, so a lock ends with its holder; when the
+  builder is killed outright (``kill -9``) its workers read the end of their task pipe and exit. A worker
+  that dies (the OOM killer, a crash in a native library) is an error naming its exit code, not a lost task
+  the parent waits on forever; an exception in a worker is raised in the parent with the worker's traceback
+  as a note.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import contextlib
 import gc
 import itertools
 import multiprocessing as mp
+import multiprocessing.connection
 import os
 import shutil
 import signal
@@ -65,7 +73,7 @@ def close_in_workers(fd: int, keep: bool = True) -> None:
 
 @contextlib.contextmanager
 def single_threaded_libraries() -> Iterator[None]:
-    """While the pool runs: OpenCV with one thread, and one thread for the libraries that read the usual
+    """While it lasts: OpenCV with one thread, and one thread for the libraries that read the usual
     thread-count variables when they start. Set in the parent *before* the fork, so no OpenCV pool thread
     exists at the fork: a child that reconfigures a thread pool inherited mid-use can deadlock (seen with
     ``cv2.setNumThreads`` in a worker). numba is left alone for the same reason (asking it for a thread count
@@ -195,6 +203,106 @@ def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield batch
 
 
+class _Pool:
+    """``workers`` forked processes serving batches: one task pipe they all read from (whichever is free takes
+    the next batch), one result pipe each. The calling thread sends, receives and waits on them itself: no
+    helper threads passing results to it under the GIL, which is what ``multiprocessing.Pool`` costs per task.
+    A worker that dies (killed, crashed) is an error here, not a task silently lost."""
+
+    def __init__(self, workers: int, fn: Callable, context: Any, spill_dir: Path | None):
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self.tasks, self._task_w = ctx.Pipe(duplex=False)
+        self._read_lock = ctx.Lock()
+        results = [ctx.Pipe(duplex=False) for _ in range(workers)]
+        self.results = [r for r, _ in results]
+        self.procs = []
+        for i, (_, res_w) in enumerate(results):
+            # a worker keeps only its own ends: with every write end of the task pipe gone with the builder,
+            # a worker waiting for a task reads end-of-file and exits
+            others = [self._task_w] + self.results + [w for j, (_, w) in enumerate(results) if j != i]
+            proc = ctx.Process(target=_serve, args=(self.tasks, self._read_lock, res_w, others, fn, context,
+                                                    spill_dir), daemon=True)
+            proc.start()
+            self.procs.append(proc)
+        for _, res_w in results:
+            res_w.close()
+        self.tasks.close()
+
+    def send(self, seq: int, batch: list) -> None:
+        self._task_w.send((seq, batch))
+
+    def receive(self) -> list[tuple[int, BaseException | None, Any]]:
+        """The results ready now, waiting for at least one; raises when a worker died."""
+        sentinels = {p.sentinel: p for p in self.procs}
+        ready = mp.connection.wait(self.results + list(sentinels))
+        out = []
+        for r in ready:
+            if r in sentinels:
+                continue
+            try:
+                out.append(r.recv())
+            except EOFError:
+                pass  # its worker is gone: reported below unless it said why first
+        if not out:
+            dead = [p for p in self.procs if p.exitcode is not None]
+            if dead:
+                raise RuntimeError(f"a build worker ended unexpectedly (exit code {dead[0].exitcode}); the frames "
+                                   "it held were not built (out of memory? see the system log)")
+        return out
+
+    def close(self, finished: bool) -> None:
+        """End the workers: let them finish and exit when all went well, else stop them now."""
+        with contextlib.suppress(OSError):
+            if finished:
+                for _ in self.procs:
+                    self._task_w.send(None)
+            self._task_w.close()
+        for p in self.procs:
+            if not finished:
+                p.terminate()
+            p.join()
+        for r in self.results:
+            r.close()
+
+
+def _serve(tasks, read_lock, results, others: list, fn: Callable, context: Any, spill_dir: Path | None) -> None:
+    """A worker's life: take a batch, run it, send back (sequence number, error or None, result)."""
+    for conn in others:
+        conn.close()
+    _init_worker(fn, context, spill_dir)
+    while True:
+        try:
+            with read_lock:
+                task = tasks.recv()
+        except (EOFError, OSError):
+            return  # the builder is gone
+        if task is None:
+            return
+        seq, batch = task
+        try:
+            reply = (seq, None, _run_batch(batch))
+        except BaseException as e:  # noqa: BLE001 - sent to the builder, which raises it
+            reply = (seq, _portable(e), None)
+        try:
+            results.send(reply)
+        except (BrokenPipeError, OSError):
+            return
+
+
+def _portable(e: BaseException) -> BaseException:
+    """``e`` as the builder can receive it (pickled), with the worker's traceback as a note."""
+    import pickle
+    import traceback
+
+    tb = "".join(traceback.format_exception(e))
+    try:
+        pickle.loads(pickle.dumps(e))
+    except Exception:  # noqa: BLE001 - any exception that does not survive pickling is described instead
+        e = RuntimeError(f"{type(e).__name__}: {e}")
+    e.add_note(f"in a build worker:\n{tb}")
+    return e
+
+
 def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], workers: int,
                 batch: int = BATCH_FRAMES, spill_dir: Path | None = None) -> Iterator[R]:
     """``fn(context, item)`` for every item, yielded in order; in ``workers`` forked processes when > 0.
@@ -216,17 +324,35 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
     # models) once for every worker
     yield fn(context, first)
     batches = _batches(items, batch)
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    window = WINDOW_PER_WORKER * workers
     gc.freeze()
+    finished = False
     try:
-        make_pool = mp.get_context(method).Pool
-        with single_threaded_libraries(), make_pool(workers, _init_worker, (fn, context, spill_dir)) as pool:
-            window: deque = deque()
-            for b in batches:
-                window.append(pool.apply_async(_run_batch, (b,)))
-                if len(window) >= WINDOW_PER_WORKER * workers:
-                    yield from _unspill(*window.popleft().get())
-            while window:
-                yield from _unspill(*window.popleft().get())
+        with single_threaded_libraries():
+            pool = _Pool(workers, fn, context, spill_dir)
+        try:
+            sent = yielded = 0
+            ready: dict[int, Any] = {}
+            more = True
+            while True:
+                while more and sent - yielded < window:
+                    b = next(batches, None)
+                    if b is None:
+                        more = False
+                        break
+                    pool.send(sent, b)
+                    sent += 1
+                if yielded == sent:
+                    break
+                while yielded not in ready:
+                    for seq, error, result in pool.receive():
+                        if error is not None:
+                            raise error
+                        ready[seq] = result
+                yield from _unspill(*ready.pop(yielded))
+                yielded += 1
+            finished = True
+        finally:
+            pool.close(finished)
     finally:
         gc.unfreeze()

@@ -376,6 +376,7 @@ def contention(name: str, root: Path, frames: int = 120) -> None:
     frame than one alone (shared caches, memory bandwidth, SMT siblings under a hypervisor), 2 workers cannot
     reach 2x one, whatever the builder does."""
     from hodata.shards import encode_frame
+    from hodata.workers import single_threaded_libraries
 
     src = DATASETS[name]["source"](root)
     refs = src.frames()[:frames]
@@ -383,10 +384,11 @@ def contention(name: str, root: Path, frames: int = 120) -> None:
         encode_frame(src, 0, r, None)  # imports and caches before the fork
 
     def loop(conn) -> None:
-        c = time.thread_time()
-        for r in refs:
-            encode_frame(src, 0, r, None)
-        conn.send(1e3 * (time.thread_time() - c) / len(refs))
+        with single_threaded_libraries():  # as in the build's workers
+            c = time.thread_time()
+            for r in refs:
+                encode_frame(src, 0, r, None)
+            conn.send(1e3 * (time.thread_time() - c) / len(refs))
 
     import multiprocessing as mp
 

@@ -1,0 +1,43 @@
+"""The worker pool behind ``--workers``: order, errors and a worker that dies."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from hodata.errors import DataError
+from hodata.workers import ordered_map
+
+
+def square(ctx, item):
+    return item * item + ctx
+
+
+def fail_on_seven(ctx, item):
+    if item == 7:
+        raise DataError("frame seven is broken", "/data/7.jpg")
+    return item
+
+
+def die_on_seven(ctx, item):
+    if item == 7:
+        os._exit(3)  # a crash the worker cannot report (a segfault, the OOM killer)
+    return item
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+def test_results_come_back_in_order(workers):
+    assert list(ordered_map(square, 1, range(50), workers, batch=3)) == [i * i + 1 for i in range(50)]
+
+
+def test_an_error_in_a_worker_is_raised_with_its_type_and_the_workers_traceback():
+    with pytest.raises(DataError, match="frame seven is broken") as info:
+        list(ordered_map(fail_on_seven, None, range(20), 2, batch=2))
+    assert info.value.path == "/data/7.jpg"
+    assert any("in a build worker" in note and "fail_on_seven" in note for note in info.value.__notes__)
+
+
+def test_a_worker_that_dies_is_an_error_not_a_hang():
+    with pytest.raises(RuntimeError, match=r"build worker ended unexpectedly \(exit code 3\)"):
+        list(ordered_map(die_on_seven, None, range(40), 2, batch=2))
