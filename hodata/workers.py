@@ -286,7 +286,9 @@ def _serve(tasks, read_lock, results, others: list, fn: Callable, context: Any, 
         try:
             results.send(reply)
         except (BrokenPipeError, OSError):
-            return
+            return  # the builder is gone
+        except Exception as e:  # noqa: BLE001 - a result that does not pickle is this batch's error
+            results.send((seq, _portable(e), None))
 
 
 def _portable(e: BaseException) -> BaseException:

@@ -41,3 +41,12 @@ def test_an_error_in_a_worker_is_raised_with_its_type_and_the_workers_traceback(
 def test_a_worker_that_dies_is_an_error_not_a_hang():
     with pytest.raises(RuntimeError, match=r"build worker ended unexpectedly \(exit code 3\)"):
         list(ordered_map(die_on_seven, None, range(40), 2, batch=2))
+
+
+def unpicklable_on_five(ctx, item):
+    return (lambda: item) if item == 5 else item
+
+
+def test_a_result_that_does_not_pickle_is_that_batchs_error():
+    with pytest.raises(Exception, match="pickle"):
+        list(ordered_map(unpicklable_on_five, None, range(12), 2, batch=2))
