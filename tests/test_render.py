@@ -285,3 +285,25 @@ def test_a_mesh_pose_moves_it_as_moving_its_vertices_does(hand_scene):
                                   render_labels(K, SIZE, [(floor, [[0, 1, 2]], 1)]))
     with pytest.raises(ValueError, match="mesh 0: pose must be a finite"):
         render_labels(K, SIZE, [(floor, [[0, 1, 2]], 1, np.eye(3))])
+
+
+def test_wide_triangles_cover_exactly_the_pixels_the_rules_give():
+    # triangles wider than two 8-pixel steps are drawn over each row's span, not their box: slivers, long
+    # horizontal and vertical edges, corners on pixel centres and shared edges must come out as the rules say
+    K = np.array([[80.0, 0.0, 47.5], [0.0, 80.0, 35.5], [0.0, 0.0, 1.0]])
+    rng = np.random.default_rng(7)
+    for trial in range(12):
+        z = rng.uniform(1.0, 2.0, (9, 1))
+        xy = rng.uniform(-0.7, 0.7, (9, 2)) * z
+        if trial % 3 == 0:  # a sliver: two corners close together, one far away
+            xy[1] = xy[0] + rng.normal(0, 0.01, 2) * z[1]
+        random_tris = (np.c_[xy, z], np.arange(9).reshape(3, 3), 1)
+        # an axis-aligned quad with corners on pixel centres (two triangles sharing a diagonal)
+        u0, v0, u1, v1 = 10 + trial, 8 + trial, 80 - trial, 60 - trial
+        quad = np.array([[u0, v0], [u1, v0], [u1, v1], [u0, v1]], float)
+        zq = 1.5 + 0.1 * trial
+        quad_verts = np.c_[(quad - [47.5, 35.5]) / 80.0 * zq, np.full(4, zq)]
+        meshes = [random_tris, (quad_verts, np.array([[0, 1, 2], [0, 2, 3]]), 2)]
+        out = render_labels(K, (96, 72), meshes)
+        np.testing.assert_array_equal(out, reference_labels(K, (96, 72), meshes))
+        assert (out == 2).any()
