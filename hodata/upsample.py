@@ -3,7 +3,7 @@
 
 Output pixel (x, y) takes source pixel (x * sw // w, y * sh // h), OpenCV's ``INTER_NEAREST`` for integer
 factors computed in integers. A source row is gathered once and copied to every output row it covers, so a
-160x120 -> 640x480 map costs ~0.04 ms against ~0.2 ms for ``cv2.resize``, which indexes every output pixel.
+160x120 -> 640x480 map costs ~0.07 ms against ~0.25 ms for ``cv2.resize``, which indexes every output pixel.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ def _upsample(src, columns, out):
     last = -1
     for y in range(height):
         sy = (y * sh) // height
-        if sy == last:
-            out[y, :] = out[y - 1, :]
+        if sy == last:  # element by element: a slice copy within one array goes through a temporary
+            for x in range(columns.shape[0]):
+                out[y, x] = out[y - 1, x]
             continue
         for x in range(columns.shape[0]):
             out[y, x] = src[sy, columns[x]]

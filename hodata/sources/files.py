@@ -15,11 +15,12 @@ from hodata.errors import BadFrame
 from hodata.schema import checked_image_size
 
 
-def read_file(path: Path, what: str, missing_ok: bool = False) -> bytes | None:
+def read_file(path: Path | str, what: str, missing_ok: bool = False) -> bytes | None:
     """The bytes of one frame's file; BadFrame naming it when it is missing (None with ``missing_ok``) or
     unreadable."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:  # a str or a Path, taken as it is (no Path parsing per frame)
+            return f.read()
     except FileNotFoundError:
         if missing_ok:
             return None
@@ -28,7 +29,7 @@ def read_file(path: Path, what: str, missing_ok: bool = False) -> bytes | None:
         raise BadFrame(f"{what} is unreadable ({e.strerror or e})", path) from None
 
 
-def read_image(path: Path, what: str = "image") -> tuple[bytes, tuple[int, int]]:
+def read_image(path: Path | str, what: str = "image") -> tuple[bytes, tuple[int, int]]:
     """An image's bytes and (width, height), checked to decode to the end; BadFrame otherwise."""
     data = read_file(path, what)
     return data, checked_image_size(data, path)

@@ -116,7 +116,7 @@ def _mask_colours(bgr, v3_png, out):
 # ---------------------------------------------------------------------------------------------- helpers
 
 
-def read_meta(path: Path) -> dict[str, Any]:
+def read_meta(path: Path | str) -> dict[str, Any]:
     """Load one ``meta/*.pkl`` (Python-2 pickle: latin1) and check the fields a render needs."""
     try:
         # release pickles name numpy.core (numpy 2 keeps a warning alias for it)
@@ -166,6 +166,7 @@ class HO3DSource(Source):
         self.masks, self.renderer = self.options["masks"], self.options["renderer"]
         self.val_fraction = self.options["val_fraction"]
         self.amodal = bool(self.options["amodal"])
+        self._root_prefix = os.path.join(str(self.root), "")  # the root with a trailing separator
         self.train_list = self.root / "train.txt"
         if not self.train_list.is_file():
             hint = [p.name for p in self.root.glob("HO3D_v*") if (p / "train.txt").is_file()]
@@ -309,17 +310,18 @@ class HO3DSource(Source):
         seq = f"train/{ref.sequence}"
         rel_rgb, rel_meta = f"{seq}/rgb/{ref.frame}.{v['rgb_ext']}", f"{seq}/meta/{ref.frame}.pkl"
         rel_seg = f"{seq}/seg/{ref.frame}.{v['seg_ext']}"
-        seg_path = self.root / rel_seg
+        root = self._root_prefix  # paths joined as strings: a Path join parses its parts again every frame
+        seg_path = root + rel_seg
 
-        meta = read_meta(self.root / rel_meta)
+        meta = read_meta(root + rel_meta)
         try:
-            image, (width, height) = read_image(self.root / rel_rgb)
+            image, (width, height) = read_image(root + rel_rgb)
         except BadFrame:
             other = f"{rel_rgb[:-3]}{'png' if v['rgb_ext'] == 'jpg' else 'jpg'}"  # the toolkit tries both
-            if (self.root / rel_rgb).exists() or not (self.root / other).exists():
+            if os.path.exists(root + rel_rgb) or not os.path.exists(root + other):
                 raise
             rel_rgb = other
-            image, (width, height) = read_image(self.root / rel_rgb)
+            image, (width, height) = read_image(root + rel_rgb)
         K = np.asarray(meta["camMat"], dtype=np.float64).reshape(3, 3)
 
         extra: dict[str, Any] = {"mask_source": self.masks, "version": v["version"]}
