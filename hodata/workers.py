@@ -47,7 +47,6 @@ import os
 import shutil
 import signal
 import tempfile
-from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
@@ -231,10 +230,10 @@ class _Pool:
     def send(self, seq: int, batch: list) -> None:
         self._task_w.send((seq, batch))
 
-    def receive(self) -> list[tuple[int, BaseException | None, Any]]:
-        """The results ready now, waiting for at least one; raises when a worker died."""
+    def receive(self, wait: bool = True) -> list[tuple[int, BaseException | None, Any]]:
+        """The results ready now, waiting for at least one when ``wait``; raises when a worker died."""
         sentinels = {p.sentinel: p for p in self.procs}
-        ready = mp.connection.wait(self.results + list(sentinels))
+        ready = mp.connection.wait(self.results + list(sentinels), None if wait else 0)
         out = []
         for r in ready:
             if r in sentinels:
@@ -335,6 +334,13 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
         try:
             sent = yielded = 0
             ready: dict[int, Any] = {}
+
+            def take(results) -> None:
+                for seq, error, result in results:
+                    if error is not None:
+                        raise error
+                    ready[seq] = result
+
             more = True
             while True:
                 while more and sent - yielded < window:
@@ -342,15 +348,15 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
                     if b is None:
                         more = False
                         break
+                    # results first: a send can wait for room in the task pipe, and a worker must never wait
+                    # for room in its result pipe meanwhile
+                    take(pool.receive(wait=False))
                     pool.send(sent, b)
                     sent += 1
                 if yielded == sent:
                     break
                 while yielded not in ready:
-                    for seq, error, result in pool.receive():
-                        if error is not None:
-                            raise error
-                        ready[seq] = result
+                    take(pool.receive())
                 yield from _unspill(*ready.pop(yielded))
                 yielded += 1
             finished = True

@@ -50,3 +50,24 @@ def unpicklable_on_five(ctx, item):
 def test_a_result_that_does_not_pickle_is_that_batchs_error():
     with pytest.raises(Exception, match="pickle"):
         list(ordered_map(unpicklable_on_five, None, range(12), 2, batch=2))
+
+
+def echo_big(ctx, item):
+    return item + b"!" * 100_000  # a large result through the result pipe
+
+
+def test_large_tasks_and_results_never_wedge_the_pipes():
+    import signal
+
+    def stuck(*_):
+        raise TimeoutError("the pool stopped moving")
+
+    old = signal.signal(signal.SIGALRM, stuck)
+    signal.alarm(60)
+    try:
+        items = [bytes([i]) * 200_000 for i in range(40)]  # each task far larger than a pipe's buffer
+        got = list(ordered_map(echo_big, None, items, 4, batch=1))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)
+    assert [g[:200_000] for g in got] == items and all(len(g) == 300_000 for g in got)
