@@ -45,27 +45,26 @@ def rodrigues(rx, ry, rz, out):
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _linear_blend(template, dirs, betas, b, out):
+    """out[b] = template + dirs @ betas[b], for template (N, 3) and dirs (N * 3, k) flattened per coordinate."""
+    for i in range(template.shape[0]):
+        for a in range(3):
+            acc = template[i, a]
+            row = 3 * i + a
+            for c in range(betas.shape[1]):
+                acc += dirs[row, c] * betas[b, c]
+            out[b, i, a] = acc
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def shape_blend(betas, v_template, shapedirs, j_template, j_shapedirs, v_shaped, rest):
     """B hand shapes: betas (B, k) -> rest-pose vertices v_shaped (B, 778, 3) and rest joints (B, 16, 3),
     filled in place. shapedirs (778 * 3, k); the joints are linear in the betas too, so they come from the
     regressor applied once to the template (j_template (16, 3)) and to the shape blends (j_shapedirs (48, k)),
     not from a regression over the 778 shaped vertices per hand."""
-    n_verts, n_joints, k = v_template.shape[0], j_template.shape[0], betas.shape[1]
     for b in range(betas.shape[0]):
-        for v in range(n_verts):
-            for a in range(3):
-                acc = v_template[v, a]
-                row = 3 * v + a
-                for c in range(k):
-                    acc += shapedirs[row, c] * betas[b, c]
-                v_shaped[b, v, a] = acc
-        for j in range(n_joints):
-            for a in range(3):
-                acc = j_template[j, a]
-                row = 3 * j + a
-                for c in range(k):
-                    acc += j_shapedirs[row, c] * betas[b, c]
-                rest[b, j, a] = acc
+        _linear_blend(v_template, shapedirs, betas, b, v_shaped)
+        _linear_blend(j_template, j_shapedirs, betas, b, rest)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
