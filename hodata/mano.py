@@ -263,7 +263,8 @@ class ManoModel:
         j_shapedirs = np.einsum("jv,vak->jak", self.J_regressor, self.shapedirs).reshape(N_JOINTS * 3, -1)
         return {"v_template": c(self.v_template), "shapedirs": c(self.shapedirs.reshape(N_VERTS * 3, -1)),
                 "posedirs_t": posedirs_t, "J_template": c(self.J_regressor @ self.v_template),
-                "J_shapedirs": c(j_shapedirs), "weights": c(self.weights), "parents": np.ascontiguousarray(self.parents, dtype=np.int64)}
+                "J_shapedirs": c(j_shapedirs), "weights": c(self.weights),
+                "parents": np.ascontiguousarray(self.parents, dtype=np.int64)}
 
 
 def _matmul_each(m: np.ndarray, batch: np.ndarray) -> np.ndarray:
