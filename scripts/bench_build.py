@@ -380,32 +380,39 @@ def contention(name: str, root: Path, frames: int = 120) -> None:
 
     src = DATASETS[name]["source"](root)
     refs = src.frames()[:frames]
-    for r in refs[:8]:
-        encode_frame(src, 0, r, None)  # imports and caches before the fork
 
     def loop(conn) -> None:
-        with single_threaded_libraries():  # as in the build's workers
-            c = time.thread_time()
-            for r in refs:
-                encode_frame(src, 0, r, None)
-            conn.send(1e3 * (time.thread_time() - c) / len(refs))
+        c = time.thread_time()
+        for r in refs:
+            encode_frame(src, 0, r, None)
+        conn.send(1e3 * (time.thread_time() - c) / len(refs))
 
     import multiprocessing as mp
 
     ctx = mp.get_context("fork")
     results = {}
-    for n in (1, 2, 1):
-        pipes = [ctx.Pipe() for _ in range(n)]
-        procs = [ctx.Process(target=loop, args=(b,)) for _, b in pipes]
-        for p in procs:
-            p.start()
-        ms = [a.recv() for a, _ in pipes]
-        for p in procs:
-            p.join()
-        results.setdefault(n, []).append(sum(ms) / n)
+    # as in the build: libraries set to one thread in this process before the warm-up and the forks (a child
+    # that reconfigures a thread pool it inherited can deadlock)
+    with single_threaded_libraries():
+        for r in refs[:8]:
+            encode_frame(src, 0, r, None)  # imports and caches before the fork
+        for n in (1, 2, 1):
+            results.setdefault(n, []).append(_loops(ctx, loop, n))
     one, two = min(results[1]), min(results[2])
     print(f"\n{name}: CPU per frame of one encoding loop alone {one:.2f} ms, of each of two at once {two:.2f} ms: "
           f"2 processes can reach at most {2 * one / two:.2f}x one here (load {load_avg()})")
+
+
+def _loops(ctx, loop, n: int) -> float:
+    """Run ``loop`` in ``n`` forked processes at once; their mean CPU ms per frame."""
+    pipes = [ctx.Pipe() for _ in range(n)]
+    procs = [ctx.Process(target=loop, args=(b,)) for _, b in pipes]
+    for p in procs:
+        p.start()
+    ms = [a.recv() for a, _ in pipes]
+    for p in procs:
+        p.join()
+    return sum(ms) / n
 
 
 # ---------------------------------------------------------------------------------------------- memory
