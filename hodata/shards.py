@@ -1,47 +1,48 @@
 """Write ``hodata/2`` samples from any source into WebDataset tar shards, resumably.
 
-Shards are ``<out>/<source>-<split>-NNNNNN.tar``, cut at ``max_samples`` samples or ``max_bytes`` bytes.
-Each is written as ``<name>.tmp`` and renamed when complete; its sha256 and the range of frames it covers
-go into the build's record, which is journalled to the manifest after the first shard, then at most every
-``journal_every_s`` seconds, and when a run ends (an error or an interrupt included; a hard kill loses at most
-that much work). A rerun of the same command keeps the complete shards whose sha256 still
-matches, skips their frames without reading them, and rebuilds the rest. Tar members carry a fixed mtime,
-so a resumed build is byte-identical to an uninterrupted one.
+Shards are ``<out>/<source>-<split>-NNNNNN.tar``: every ``max_samples`` frames of a split (fewer samples
+where frames were skipped), cut earlier where a shard would pass ``max_bytes``. Each range of frames is one
+task (:mod:`hodata.shard_tasks`), run by a worker process (``workers``, :mod:`hodata.workers`) or by the
+builder itself: it encodes the frames and writes, hashes and fsyncs the shard file under a temporary name.
+The builder renames finished files into place in frame order, so the output is deterministic whatever the
+number of workers, and records each file's sha256 and the frames it covers in the build's record, which is
+journalled to the manifest after the first shard, then at most every ``journal_every_s`` seconds, and when a
+run ends (an error or an interrupt included; a hard kill loses at most that much work). A rerun of the same
+command keeps the complete shards whose sha256 still matches, skips their frames without reading them, and
+rebuilds the rest. Tar members carry a fixed mtime, so a resumed build is byte-identical to an
+uninterrupted one.
 
 A part of a build (``--part i/N``, :mod:`hodata.parts`) does the same for its share of the frames, under its
 own shard names and manifest; :mod:`hodata.merge` joins the parts. Every run holds the folder's writer lock
 (:mod:`hodata.lock`) from start to end.
-
-Frames are decoded and their masks derived in worker processes (``workers``, :mod:`hodata.workers`);
-results come back in frame order through a bounded window, so output is deterministic and memory stays flat.
 """
+
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import heapq
+import multiprocessing as mp
 import os
 import sys
-import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
-import cv2
 import numpy as np
 
 from hodata import __version__
-from hodata.errors import BadFrame, DataError
+from hodata.errors import DataError
+from hodata.frame_encode import SchemaViolation, encode_frame  # noqa: F401 - SchemaViolation: part of this API
 from hodata.interrupt import terminate_as_interrupt
 from hodata.lock import writer_lock
 from hodata.manifest import Manifest, file_digest, git_commit, options_fingerprint, shard_path, utc_now
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
-from hodata.schema import SCHEMA, Sample, check_inst, check_seg, class_pixel_counts, key_part, label_histogram
+from hodata.schema import SCHEMA, key_part
+from hodata.shard_tasks import BuildInterrupted, Piece, RangeContext, RangeResult, plan_ranges, write_range
 from hodata.sources import FrameRef, Source
-from hodata.tar_blocks import tar_blocks
-from hodata.workers import ordered_map, spill_folder
+from hodata.workers import ordered_map
 
 DEFAULT_MAX_SAMPLES = 1000
 DEFAULT_MAX_BYTES = 512 * 1024**2
@@ -77,14 +78,6 @@ class BuildConfig:
         return max(MIN_SKIPS_ALLOWED, int(self.max_skip_fraction * frames))
 
 
-class BuildInterrupted(RuntimeError):
-    """Raised by the test hook ``stop_after`` to simulate a build killed midway."""
-
-
-class SchemaViolation(RuntimeError):
-    """A source produced a sample that breaks the schema: a bug in that source, never a skipped frame."""
-
-
 class TooManySkipped(DataError):
     """More frames were skipped than ``--max-skip-fraction`` allows."""
 
@@ -95,175 +88,6 @@ def shard_name(source: str, split: str, index: int) -> str:
 
 def sha256_file(path: Path) -> str:
     return file_digest(path)["sha256"]
-
-
-# ----------------------------------------------------------------------------------------------- encoding
-
-
-def resize_sample(s: Sample, max_side: int) -> Sample:
-    """Shrink so the longer side is ``max_side`` (image: area filter, re-encoded; mask: nearest; K scaled)."""
-    scale = max_side / max(s.width, s.height)
-    if scale >= 1.0:
-        return s
-    from hodata.schema import decode_image
-
-    w, h = max(1, round(s.width * scale)), max(1, round(s.height * scale))
-    img = cv2.resize(decode_image(s.image), (w, h), interpolation=cv2.INTER_AREA)
-    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
-    if s.image_ext == "png":
-        ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 3])
-    else:
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])
-    if not ok:
-        raise BadFrame("could not re-encode resized image")
-    seg = cv2.resize(s.seg, (w, h), interpolation=cv2.INTER_NEAREST)
-    if s.inst is not None:
-        s.inst = seg if s.inst is s.seg else cv2.resize(s.inst, (w, h), interpolation=cv2.INTER_NEAREST)
-    if s.amodal is not None:
-        s.amodal = cv2.resize(s.amodal, (w, h), interpolation=cv2.INTER_NEAREST)
-    camera = s.camera
-    if camera and camera.get("K") is not None:
-        sx, sy = w / s.width, h / s.height
-        K = np.asarray(camera["K"], dtype=np.float64).copy()
-        # pixel centres at integers: x' = (x + 0.5) * s - 0.5
-        K[0, 0] *= sx
-        K[0, 2] = (K[0, 2] + 0.5) * sx - 0.5
-        K[1, 1] *= sy
-        K[1, 2] = (K[1, 2] + 0.5) * sy - 0.5
-        camera = dict(camera, K=K.tolist())
-    s.extra = dict(s.extra, resized_from=[s.width, s.height])
-    s.image, s.seg, s.width, s.height, s.camera = buf.tobytes(), seg, w, h, camera
-    return s
-
-
-@dataclass
-class Encoded:
-    """A sample ready for the shard writer (made in a worker), or a skip record.
-
-    ``data`` is the sample's complete tar blocks (a header and padded data per member), built in the worker:
-    the main process only appends them to the shard file and hashes them.
-    """
-
-    split: str
-    index: int
-    key: str | None = None
-    data: bytes | None = None
-    class_pixels: dict[str, int] | None = None
-    size: tuple[int, int] | None = None
-    quality: dict[str, float] | None = None  # e.g. provided-vs-rendered mask IoU, summarised in the manifest
-    skipped: dict[str, Any] | None = None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes this sample takes in the tar: a 512-byte header per member plus its data padded to 512."""
-        return len(self.data) if self.data is not None else 0
-
-
-def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None) -> Encoded:
-    """Load, check and encode one frame. A :class:`BadFrame` (the source's word that this frame's files are
-    missing or broken) becomes a skip record naming the reason; anything else is a bug or a wrong option and
-    propagates, with a note saying which frame it happened on."""
-    try:
-        s = source.load(ref)
-        if max_side:
-            s = resize_sample(s, max_side)
-    except BadFrame as e:
-        return Encoded(ref.split, index, skipped=_skip_record(ref, index, e))
-    except Exception as e:
-        e.add_note(f"while loading {source.name} frame {ref.split}/{ref.sequence}/{ref.frame}")
-        raise
-    hist = label_histogram(s.seg)
-    try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
-        check_seg(s.seg, s.width, s.height, hist)
-        if s.inst is not None:
-            check_inst(s.inst, s.instances, s.seg, hist)
-        if s.image_ext not in ("jpg", "png"):
-            raise ValueError(f"unsupported image type {s.image_ext!r}")
-    except ValueError as e:
-        raise SchemaViolation(f"{source.name} frame {ref.split}/{ref.sequence}/{ref.frame}: {e}") from None
-    counts = class_pixel_counts(s.seg, hist)
-    quality = {k: float(v) for k, v in (s.extra.get("mask_agreement") or {}).items() if v is not None}
-    return Encoded(ref.split, index, s.key, tar_blocks(s.key, s.members()), counts, (s.width, s.height),
-                   quality or None)
-
-
-def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:
-    rec = {"split": ref.split, "sequence": ref.sequence, "frame": ref.frame, "index": index,
-           "reason": str(e), "error": type(e).__name__}
-    if isinstance(e, DataError) and e.path:
-        rec["file"], rec["message"] = e.path, e.message
-    return rec
-
-
-def _encode_item(ctx: tuple[Source, int | None], item: tuple[str, int, FrameRef]) -> Encoded:
-    source, max_side = ctx
-    return encode_frame(source, item[1], item[2], max_side)
-
-
-def encode_ordered(source: Source, items: Iterable[tuple[str, int, FrameRef]], workers: int,
-                   max_side: int | None) -> Iterator[Encoded]:
-    """Encode (split, index, ref) items in order; with workers, in batches through a bounded window, the
-    encoded bytes passed back through files (:func:`hodata.workers.spill_folder`)."""
-    if workers <= 0:
-        yield from ordered_map(_encode_item, (source, max_side), items, 0)
-        return
-    with spill_folder() as spill:
-        yield from ordered_map(_encode_item, (source, max_side), items, workers, spill_dir=spill)
-
-
-# ------------------------------------------------------------------------------------------ shard writer
-
-
-class ShardWriter:
-    """Writes one shard to ``<name>.tmp``; ``finish`` ends the tar, fsyncs and renames it into place.
-
-    A plain USTAR tar, exactly what ``webdataset.WebDataset`` reads: the samples' tar blocks as the workers
-    built them (:func:`tar_blocks`), then tar's end (two zero blocks, padded to a 10 KiB record) as
-    ``tarfile`` writes it. Not webdataset's TarWriter: importing webdataset pulls in torch (~0.5 GB and
-    seconds per process), which a builder and its workers never need.
-    """
-
-    def __init__(self, out: Path, name: str):
-        self.path, self.tmp = out / name, out / (name + ".tmp")
-        self._file = open(self.tmp, "wb")
-        self._sha, self.count = hashlib.sha256(), 0
-        self.samples, self.payload = 0, 0
-        self.class_pixels: dict[str, int] = {}
-        self.sizes: dict[str, int] = {}
-        self.quality: dict[str, list[float]] = {}
-
-    def _write(self, data: bytes) -> None:
-        self._file.write(data)
-        self._sha.update(data)
-        self.count += len(data)
-
-    def write(self, enc: Encoded) -> None:
-        self._write(enc.data)
-        self.samples += 1
-        self.payload += enc.nbytes
-        for k, v in (enc.class_pixels or {}).items():
-            self.class_pixels[k] = self.class_pixels.get(k, 0) + v
-        size = f"{enc.size[0]}x{enc.size[1]}"
-        self.sizes[size] = self.sizes.get(size, 0) + 1
-        for k, v in (enc.quality or {}).items():
-            self.quality.setdefault(k, []).append(round(v, 5))
-
-    def finish(self) -> dict[str, Any]:
-        end = 2 * tarfile.BLOCKSIZE
-        self._write(bytes(end + -(self.count + end) % tarfile.RECORDSIZE))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
-        os.replace(self.tmp, self.path)
-        info = {"name": self.path.name, "sha256": self._sha.hexdigest(), "bytes": self.count,
-                "samples": self.samples, "class_pixels": self.class_pixels, "image_sizes": self.sizes}
-        if self.quality:
-            info["quality"] = self.quality
-        return info
-
-    def abort(self) -> None:
-        self._file.close()
-        self.tmp.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------------------------- build
@@ -353,9 +177,9 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     t0 = time.time()
     progress = _Progress(sum(len(v) for v in by_split.values()), cfg.progress,
                          source.name + (f" {cfg.part[0]}/{cfg.part[1]}" if cfg.part else ""))
-    splits: dict[str, _SplitWriter] = {}
+    splits: dict[str, _SplitShards] = {}
     journal = _Journal(manifest, source.name, record, cfg.journal_every_s)
-    first_index = first_shard_index(cfg.part)
+    base_index = first_shard_index(cfg.part)
     for split, split_refs in by_split.items():
         shards = kept_shards.get(split, [])
         start = shards[-1]["frames"][1] if shards else 0
@@ -363,49 +187,43 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
         record["skipped"].extend(s for s in kept_skips.get(split, []) if s["index"] < start)
         if shards:
             progress.log(f"{split}: kept {len(shards)} complete shard(s) covering {start} frames")
-        splits[split] = _SplitWriter(out, source.name, split, first_index + len(shards), start, cfg, record,
-                                     journal, progress, on_shard)
+        splits[split] = _SplitShards(out, source.name, split, base_index + len(shards), start, record, journal,
+                                     progress, on_shard)
     progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
-
-    def todo():  # every frame not covered by a kept shard, split after split, in order
-        for split, split_refs in by_split.items():
-            for i in range(splits[split].shard_start, len(split_refs)):
-                yield split, i, split_refs[i]
-
-    written = 0
+    # every range of frames not covered by a kept shard, split after split, in order
+    tasks = [(split, a, b) for split, refs in by_split.items()
+             for a, b in plan_ranges(splits[split].shard_start, len(refs), cfg.max_samples)]
     total_frames = sum(len(v) for v in by_split.values())
     allowed = cfg.skips_allowed(total_frames)
+    frames_done = _FrameCount(cfg.workers > 0)
+    ctx = RangeContext(source, by_split, out, base_index, cfg.max_samples, cfg.max_bytes, cfg.max_side, allowed,
+                       on_frame=frames_done.add if cfg.workers > 0 else lambda: progress.advance(1),
+                       stop_after=None if stop_after is None else [stop_after])
+    if stop_after is not None and cfg.workers > 0:
+        raise ValueError("the stop_after test hook needs workers=0")
     skipped = len(record["skipped"])
-    current: _SplitWriter | None = None
     try:
-        # one worker pool for the whole build; results come back in frame order
-        for enc in encode_ordered(source, todo(), cfg.workers, cfg.max_side):
-            progress.advance(1)
-            if current is None or current.split != enc.split:
-                if current is not None:
-                    current.finish(len(by_split[current.split]))
-                current = splits[enc.split]
-            if enc.skipped:
-                current.skip(enc.skipped)
-                skipped += 1
-                if skipped > allowed:
-                    _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
-                continue
-            current.add(enc)
-            written += 1
-            if stop_after is not None and written >= stop_after:
-                raise BuildInterrupted(f"stopped after {written} samples (test hook)")
-        if current is not None:
-            current.finish(len(by_split[current.split]))
+        results = ordered_map(write_range, ctx, tasks, cfg.workers, batch=1,
+                              warm=lambda: _warm_up(source, by_split, tasks, cfg.max_side),
+                              on_wait=lambda: progress.advance(frames_done.take()))
+        with contextlib.closing(results):  # on an error: the workers are stopped before the clean-up below
+            for result in results:
+                progress.advance(frames_done.take())
+                for piece in result.pieces:
+                    splits[result.split].add(piece)
+                    skipped += len(piece.skips)
+                    if skipped > allowed:
+                        _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
+        for split_shards in splits.values():
+            split_shards.finish()
         if not record["shards"] and total_frames:  # (a part may hold no frame at all: nothing to fail)
             _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     except BuildInterrupted:  # the test hook imitates a kill: the half shard stays behind as .tmp
         raise
-    except BaseException:  # an error or an interrupt: remove the half shard (a rerun rebuilds it), journal the rest
-        for w in splits.values():
-            w.abort()
+    except BaseException:  # an error or an interrupt: remove the unfinished shards (a rerun rebuilds them)
+        remove_stale_temp_shards(out, source.name, cfg.part)
         if record["status"] == "in_progress":  # (a failure on skips has written its record already)
             with contextlib.suppress(OSError):  # the error that ended the run is the one to report
                 journal.write()
@@ -423,8 +241,7 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
 def _fail_on_skips(record, splits, manifest, source_name, skipped, total, cfg) -> None:
     """Record every skip so far (the manifest says why the build stopped), then raise TooManySkipped."""
     for w in splits.values():
-        record["skipped"].extend(w.skips)
-        w.skips = []
+        w.finish()
     record["status"] = "failed"
     why = (f"no sample could be built: all {skipped} frame(s) tried were skipped" if not record["shards"] and
            skipped >= total else f"{skipped} of {total} frames skipped, more than --max-skip-fraction "
@@ -454,53 +271,69 @@ class _Journal:
         self.last = time.monotonic()
 
 
-class _SplitWriter:
-    """Cuts one split's sample stream into shards and records each finished shard in the build's record."""
+class _SplitShards:
+    """Takes one split's finished shard files in frame order: renames each into place under the split's next
+    shard name and records it (with the skipped frames it covers) in the build's record."""
 
-    def __init__(self, out, source_name, split, next_index, shard_start, cfg, record, journal, progress, on_shard):
+    def __init__(self, out, source_name, split, next_index, shard_start, record, journal, progress, on_shard):
         self.out, self.source_name, self.split, self.index = out, source_name, split, next_index
-        self.shard_start, self.cfg, self.record, self.journal = shard_start, cfg, record, journal
+        self.shard_start, self.record, self.journal = shard_start, record, journal
         self.progress, self.on_shard = progress, on_shard
-        self.writer: ShardWriter | None = None
-        self.skips: list[dict] = []
+        self.skips: list[dict] = []  # skipped frames since the last shard: they go with the next one
 
-    def skip(self, rec: dict) -> None:
-        self.skips.append(rec)
-        self.progress.log(f"skipped {rec['sequence']}/{rec['frame']}: {rec['reason']}")
-
-    def add(self, enc: "Encoded") -> None:
-        w = self.writer
-        if w and (w.samples >= self.cfg.max_samples or w.payload + enc.nbytes + 1024 > self.cfg.max_bytes):
-            self._close(enc.index)  # frames skipped before this one belong to the closed shard
-        if self.writer is None:
-            self.writer = ShardWriter(self.out, shard_name(self.source_name, self.split, self.index))
-        self.writer.write(enc)
-
-    def abort(self) -> None:
-        if self.writer is not None:
-            self.writer.abort()
-            self.writer = None
-        # an interrupt between a shard file's creation and its writer's registration leaves the file unowned
-        (self.out / (shard_name(self.source_name, self.split, self.index) + ".tmp")).unlink(missing_ok=True)
-
-    def finish(self, end: int) -> None:
-        if self.writer:
-            self._close(end)
-        elif self.skips:  # trailing frames all skipped: record them, write no empty shard
-            self.record["skipped"].extend(self.skips)
-            self.skips = []
-
-    def _close(self, end: int) -> None:
-        info = self.writer.finish() | {"split": self.split, "frames": [self.shard_start, end],
-                                       "skipped": len(self.skips)}
+    def add(self, piece: Piece) -> None:
+        for rec in piece.skips:
+            self.progress.log(f"skipped {rec['sequence']}/{rec['frame']}: {rec['reason']}")
+        self.skips.extend(piece.skips)
+        if piece.temp is None:  # frames that were all skipped: no file
+            return
+        name = shard_name(self.source_name, self.split, self.index)
+        os.replace(self.out / piece.temp, self.out / name)
+        info = {"name": name, **piece.info, "split": self.split, "frames": [self.shard_start, piece.end],
+                "skipped": len(self.skips)}
         self.record["shards"].append(info)
         self.record["skipped"].extend(self.skips)
         self.journal.shard_done()
-        self.progress.log(f"{info['name']}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
+        self.progress.log(f"{name}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
                           + (f", {len(self.skips)} skipped" if self.skips else ""))
         if self.on_shard:
             self.on_shard(info)
-        self.writer, self.index, self.shard_start, self.skips = None, self.index + 1, end, []
+        self.index, self.shard_start, self.skips = self.index + 1, piece.end, []
+
+    def finish(self) -> None:
+        """Record the skipped frames no shard covers (the split's last frames, all skipped)."""
+        self.record["skipped"].extend(self.skips)
+        self.skips = []
+
+
+class _FrameCount:
+    """Frames encoded so far, counted where they are encoded (a worker, through shared memory) and taken
+    by the builder for its progress bar."""
+
+    def __init__(self, shared: bool):
+        self._value = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn").Value("q", 0) \
+            if shared else None
+        self._taken = 0
+
+    def add(self) -> None:
+        with self._value.get_lock():
+            self._value.value += 1
+
+    def take(self) -> int:
+        """The frames counted since the last call."""
+        if self._value is None:
+            return 0
+        now = self._value.value
+        new, self._taken = now - self._taken, now
+        return new
+
+
+def _warm_up(source: Source, by_split: dict[str, list[FrameRef]], tasks: list, max_side: int | None) -> None:
+    """Encode the first frame to build in this process before the workers are forked: what loads lazily on
+    a first frame (imports, compiled kernels, meshes, models) is then loaded once for all of them."""
+    if tasks:
+        split, start, _ = tasks[0]
+        encode_frame(source, start, by_split[split][start], max_side)
 
 
 def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:

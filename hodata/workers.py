@@ -9,9 +9,10 @@ What makes ``--workers N`` scale with the cores:
   the next one. ``multiprocessing.Pool`` hands every task and result through two threads of the parent that
   take turns with it for the GIL: measured, 0.13 CPU-ms per frame in those threads and ~0.1 more in the
   parent's own, on 2 cores that beside 2 workers is what kept 2 workers below 1.8x one.
-- **Warm start.** The parent runs the first item itself before it forks the pool. Everything loaded lazily
-  on a first frame (imports such as trimesh, JIT-compiled kernels read from numba's cache, meshes, models) is
-  then loaded once and shared by every forked worker instead of being loaded again in each.
+- **Warm start.** Before it forks the pool, the parent runs the caller's warm-up (by default the first item
+  itself). Everything loaded lazily on a first frame (imports such as trimesh, JIT-compiled kernels read from
+  numba's cache, meshes, models) is then loaded once and shared by every forked worker instead of being
+  loaded again in each.
 - **One thread per worker.** OpenCV defaults to a thread per core; N workers on N cores would then run
   N x cores threads that preempt one another. Even alone (``workers=0``) its pool costs more than it gives on
   a frame's small images: measured on HO3D frames, 6 CPU-ms a frame with it against 4 without, and slower
@@ -20,11 +21,8 @@ What makes ``--workers N`` scale with the cores:
 - **No copy-on-write storm.** Objects the parent holds are frozen out of the cyclic garbage collector
   before the fork (``gc.freeze``): a collection in a worker would otherwise touch every one of them and copy
   the pages they live on into that worker (hundreds of MB when torch is loaded, and the CPU time to copy).
-- **Payloads through files, not the pipe.** With ``spill_dir``, a worker writes the ``data`` bytes of a batch's
-  results (encoded samples, ~100 KB to 1 MB each) into one file there and sends only the small rest through
-  its result pipe; the parent reads the file back in one call. Through a pipe the same bytes would be
-  pickled and pushed in 64 KB pieces, each a wake-up of the reader. A tmpfs (``/dev/shm``) keeps these files
-  in memory.
+- **Small results.** A task's output is meant to be small: a build's workers write their shard files
+  themselves and return only what the manifest records of them (:mod:`hodata.shard_tasks`).
 - **Bounded window.** At most ``4 * workers`` batches are in flight, so memory stays flat however many
   frames there are, and results are yielded in submission order, so the output is deterministic.
 - **Signals and deaths.** Workers ignore SIGINT (Ctrl-C reaches the whole process group; the parent handles
@@ -40,14 +38,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import itertools
 import multiprocessing as mp
 import multiprocessing.connection
 import os
-import shutil
 import signal
-import tempfile
-from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 from hodata.errors import DataError
@@ -60,7 +54,6 @@ WINDOW_PER_WORKER = 4  # batches in flight per worker: one running, the rest que
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 _STATE: dict[str, Any] = {}
-_SPILL_SEQ = itertools.count()
 _CLOSE_IN_WORKERS: set[int] = set()  # file descriptors a forked worker must not keep open (folder locks)
 
 
@@ -96,7 +89,7 @@ def single_threaded_libraries() -> Iterator[None]:
                 os.environ[k] = v
 
 
-def _init_worker(fn: Callable, context: Any, spill_dir: Path | None) -> None:
+def _init_worker(fn: Callable, context: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for fd in list(_CLOSE_IN_WORKERS):
@@ -104,91 +97,12 @@ def _init_worker(fn: Callable, context: Any, spill_dir: Path | None) -> None:
             os.close(fd)
         except OSError:
             pass
-    _STATE["fn"], _STATE["context"], _STATE["spill_dir"] = fn, context, spill_dir
+    _STATE["fn"], _STATE["context"] = fn, context
 
 
-def _run_batch(batch: list) -> tuple[list, tuple[str, list] | None]:
-    fn, context, spill_dir = _STATE["fn"], _STATE["context"], _STATE["spill_dir"]
-    results = [fn(context, item) for item in batch]
-    return results, (None if spill_dir is None else _spill(spill_dir, results))
-
-
-def _payload(result: Any) -> bool:
-    return isinstance(getattr(result, "data", None), (bytes, bytearray, memoryview))
-
-
-def _spill(folder: Path, results: list) -> tuple[str, list] | None:
-    """Move the results' ``data`` bytes into one new file in ``folder`` (``data`` becomes None); the file's
-    path and each result's length (None where it had no bytes), or None when no result had any."""
-    sizes = [len(r.data) if _payload(r) else None for r in results]
-    if not any(n is not None for n in sizes):
-        return None
-    path = folder / f"{os.getpid()}-{next(_SPILL_SEQ)}.spill"
-    try:
-        with open(path, "wb") as f:
-            f.writelines(r.data for r in results if _payload(r))
-    except OSError as e:
-        path.unlink(missing_ok=True)
-        raise DataError(f"a build worker cannot write its results here ({e.strerror or e}); free some space "
-                        "or set TMPDIR to a folder with room", folder) from None
-    for r in results:
-        if _payload(r):
-            r.data = None
-    return str(path), sizes
-
-
-def _unspill(results: list, spilled: tuple[str, list] | None) -> list:
-    """The parent's side of :func:`_spill`: read the file once, give each result its bytes back (zero-copy
-    slices of one buffer), remove the file."""
-    if spilled is None:
-        return results
-    path, sizes = spilled
-    with open(path, "rb") as f:
-        view = memoryview(f.read())
-    os.unlink(path)
-    at = 0
-    for r, n in zip(results, sizes):
-        if n is not None:
-            r.data, at = view[at:at + n], at + n
-    return results
-
-
-SPILL_PREFIX = "hodata-spill-"
-SHM = Path("/dev/shm")
-SHM_MIN_FREE = 1 << 30  # a tmpfs smaller than this (containers often get 64 MB) is passed over
-
-
-@contextlib.contextmanager
-def spill_folder() -> Iterator[Path]:
-    """A new private folder for :func:`ordered_map`'s ``spill_dir``, removed afterwards: on the tmpfs
-    ``/dev/shm`` when it has room (the bytes then never touch a disk), else in the temp folder. Folders left
-    by killed runs (their pid is gone) are removed first."""
-    base = Path(tempfile.gettempdir())
-    try:
-        st = os.statvfs(SHM)
-        if os.access(SHM, os.W_OK) and st.f_bavail * st.f_frsize >= SHM_MIN_FREE:
-            base = SHM
-    except OSError:
-        pass
-    for old in base.glob(f"{SPILL_PREFIX}*"):
-        pid = old.name[len(SPILL_PREFIX):].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(old, ignore_errors=True)
-    folder = Path(tempfile.mkdtemp(prefix=f"{SPILL_PREFIX}{os.getpid()}-", dir=base))
-    try:
-        yield folder
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+def _run_batch(batch: list) -> list:
+    fn, context = _STATE["fn"], _STATE["context"]
+    return [fn(context, item) for item in batch]
 
 
 def _batches(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -208,7 +122,7 @@ class _Pool:
     helper threads passing results to it under the GIL, which is what ``multiprocessing.Pool`` costs per task.
     A worker that dies (killed, crashed) is an error here, not a task silently lost."""
 
-    def __init__(self, workers: int, fn: Callable, context: Any, spill_dir: Path | None):
+    def __init__(self, workers: int, fn: Callable, context: Any):
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         self.tasks, self._task_w = ctx.Pipe(duplex=False)
         self._read_lock = ctx.Lock()
@@ -219,8 +133,8 @@ class _Pool:
             # a worker keeps only its own ends: with every write end of the task pipe gone with the builder,
             # a worker waiting for a task reads end-of-file and exits
             others = [self._task_w] + self.results + [w for j, (_, w) in enumerate(results) if j != i]
-            proc = ctx.Process(target=_serve, args=(self.tasks, self._read_lock, res_w, others, fn, context,
-                                                    spill_dir), daemon=True)
+            proc = ctx.Process(target=_serve, args=(self.tasks, self._read_lock, res_w, others, fn, context),
+                               daemon=True)
             proc.start()
             self.procs.append(proc)
         for _, res_w in results:
@@ -230,10 +144,11 @@ class _Pool:
     def send(self, seq: int, batch: list) -> None:
         self._task_w.send((seq, batch))
 
-    def receive(self, wait: bool = True) -> list[tuple[int, BaseException | None, Any]]:
-        """The results ready now, waiting for at least one when ``wait``; raises when a worker died."""
+    def receive(self, timeout: float | None = None) -> list[tuple[int, BaseException | None, Any]]:
+        """The results ready within ``timeout`` seconds (None: wait for at least one); raises when a worker
+        died."""
         sentinels = {p.sentinel: p for p in self.procs}
-        ready = mp.connection.wait(self.results + list(sentinels), None if wait else 0)
+        ready = mp.connection.wait(self.results + list(sentinels), timeout)
         out = []
         for r in ready:
             if r in sentinels:
@@ -242,7 +157,7 @@ class _Pool:
                 out.append(r.recv())
             except EOFError:
                 pass  # its worker is gone: reported below unless it said why first
-        if not out:
+        if not out and ready:
             dead = [p for p in self.procs if p.exitcode is not None]
             if dead:
                 raise RuntimeError(f"a build worker ended unexpectedly (exit code {dead[0].exitcode}); the frames "
@@ -264,11 +179,11 @@ class _Pool:
             r.close()
 
 
-def _serve(tasks, read_lock, results, others: list, fn: Callable, context: Any, spill_dir: Path | None) -> None:
+def _serve(tasks, read_lock, results, others: list, fn: Callable, context: Any) -> None:
     """A worker's life: take a batch, run it, send back (sequence number, error or None, result)."""
     for conn in others:
         conn.close()
-    _init_worker(fn, context, spill_dir)
+    _init_worker(fn, context)
     while True:
         try:
             with read_lock:
@@ -305,12 +220,13 @@ def _portable(e: BaseException) -> BaseException:
 
 
 def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], workers: int,
-                batch: int = BATCH_FRAMES, spill_dir: Path | None = None) -> Iterator[R]:
+                batch: int = BATCH_FRAMES, warm: Callable[[], None] | None = None,
+                on_wait: Callable[[], None] | None = None, wait_s: float = 0.5) -> Iterator[R]:
     """``fn(context, item)`` for every item, yielded in order; in ``workers`` forked processes when > 0.
 
-    ``context`` (e.g. an opened source) reaches the workers by fork, never pickled. ``spill_dir``: an existing
-    folder private to this call, through which the results' ``data`` bytes travel from the workers (they come
-    back as memoryviews); the caller removes the folder.
+    ``context`` (e.g. an opened source) reaches the workers by fork, never pickled. ``warm``: run in this
+    process before the fork, to load what loads lazily (without it, the first item is run here). ``on_wait``:
+    called every ``wait_s`` seconds while no result comes (e.g. to refresh a progress bar).
     """
     if workers <= 0:  # in this process, OpenCV on one thread too: its pool's threads cost more than they give
         with single_threaded_libraries():
@@ -318,19 +234,21 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
                 yield fn(context, item)
         return
     items = iter(items)
-    first = next(items, None)
-    if first is None:
-        return
-    # warm start: one item here, before the fork, loads what loads lazily (imports, compiled kernels, meshes,
-    # models) once for every worker
-    yield fn(context, first)
+    if warm is not None:
+        with single_threaded_libraries():
+            warm()
+    else:  # one item here, before the fork: it loads what loads lazily once for every worker
+        first = next(items, None)
+        if first is None:
+            return
+        yield fn(context, first)
     batches = _batches(items, batch)
     window = WINDOW_PER_WORKER * workers
     gc.freeze()
     finished = False
     try:
         with single_threaded_libraries():
-            pool = _Pool(workers, fn, context, spill_dir)
+            pool = _Pool(workers, fn, context)
         try:
             sent = yielded = 0
             ready: dict[int, Any] = {}
@@ -350,14 +268,17 @@ def ordered_map(fn: Callable[[Any, T], R], context: Any, items: Iterable[T], wor
                         break
                     # results first: a send can wait for room in the task pipe, and a worker must never wait
                     # for room in its result pipe meanwhile
-                    take(pool.receive(wait=False))
+                    take(pool.receive(timeout=0))
                     pool.send(sent, b)
                     sent += 1
                 if yielded == sent:
                     break
                 while yielded not in ready:
-                    take(pool.receive())
-                yield from _unspill(*ready.pop(yielded))
+                    got = pool.receive(timeout=None if on_wait is None else wait_s)
+                    if not got and on_wait is not None:
+                        on_wait()
+                    take(got)
+                yield from ready.pop(yielded)
                 yielded += 1
             finished = True
         finally:

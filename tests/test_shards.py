@@ -286,29 +286,62 @@ def test_image_completeness_check_refuses_every_truncation():
     assert checked_image_size(data + b"trailer", "a.jpg") == (32, 24)
 
 
-def test_workers_send_samples_through_files_and_leave_none_behind(tmp_path, monkeypatch):
-    """--workers: encoded samples travel through a private spill folder (a tmpfs where there is room), removed
-    afterwards; a folder a killed build left (its pid gone) is removed by the next build."""
-    import subprocess
-    import sys
+def test_workers_write_the_shards_and_the_builder_encodes_only_its_warm_up_frame(tmp_path, monkeypatch):
+    """--workers: every range of frames is encoded and written by a worker; the builder process encodes one
+    frame before the fork (the warm-up) and otherwise only renames finished files."""
+    from hodata import shard_tasks, shards
 
-    from hodata import workers
+    calls = []
+    real = shard_tasks.encode_frame
 
-    monkeypatch.setattr(workers, "SHM", tmp_path / "no-shm")  # use the temp folder, here a private one
-    monkeypatch.setattr(workers.tempfile, "gettempdir", lambda: str(tmp_path / "tmp"))
-    (tmp_path / "tmp").mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    stale = tmp_path / "tmp" / f"{workers.SPILL_PREFIX}{int(dead.stdout)}-x"
-    stale.mkdir()
-    (stale / "1-0.spill").write_bytes(b"left by a killed build")
-    during = []
+    def counted(*args):
+        calls.append(os.getpid())  # a worker appends to its own copy of the list
+        return real(*args)
+
+    monkeypatch.setattr(shard_tasks, "encode_frame", counted)
+    monkeypatch.setattr(shards, "encode_frame", counted)
+    rec = build(ToySource(tmp_path, frames=40, bad={5}), cfg(tmp_path / "w2", workers=2))
+    ref = build(ToySource(tmp_path, frames=40, bad={5}), cfg(tmp_path / "w0", workers=0))
+    assert calls.count(os.getpid()) == 1 + 40  # the warm-up, then the 40 frames of the --workers 0 build
+    assert [s["sha256"] for s in rec["shards"]] == [s["sha256"] for s in ref["shards"]]
+    assert [s["frames"] for s in rec["shards"]] == [s["frames"] for s in ref["shards"]]
+    assert rec["skipped"] == ref["skipped"]
+
+
+def test_an_interrupted_worker_build_leaves_no_temp_file_and_resumes_to_the_same_bytes(tmp_path):
+    import time
+
+    out = tmp_path / "out"
+
+    class Slow(ToySource):
+        def load(self, ref):
+            time.sleep(0.005)
+            return super().load(ref)
 
     def on_shard(info):
-        during.append(sorted(p.name.split("-")[2] for p in (tmp_path / "tmp").iterdir()))
+        if info["name"] == "toy-train-000002.tar":
+            raise KeyboardInterrupt
 
-    rec = build(ToySource(tmp_path, frames=40), cfg(tmp_path / "w2", workers=2), on_shard=on_shard)
-    ref = build(ToySource(tmp_path, frames=40), cfg(tmp_path / "w0", workers=0))
-    assert [s["sha256"] for s in rec["shards"]] == [s["sha256"] for s in ref["shards"]]
-    # while samples stream in: this build's folder only, the stale one gone (the last shard closes after the stream)
-    assert during[0] == [str(os.getpid())] and all(names in ([str(os.getpid())], []) for names in during)
-    assert list((tmp_path / "tmp").iterdir()) == []
+    with pytest.raises(KeyboardInterrupt):
+        build(Slow(tmp_path, frames=80), cfg(out, workers=2, journal_every_s=3600), on_shard=on_shard)
+    assert not list(out.glob("*.tmp"))  # the workers' unfinished (and finished, not yet recorded) files
+    rec = json.loads((out / "manifest.json").read_text())["builds"]["toy"]
+    assert [s["name"] for s in rec["shards"]] == [f"toy-train-00000{i}.tar" for i in range(3)]
+    again = build(ToySource(tmp_path, frames=80), cfg(out, workers=2))
+    ref = build(ToySource(tmp_path, frames=80), cfg(tmp_path / "ref"))
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in ref["shards"]]
+
+
+def test_a_rebuild_from_mid_range_gives_the_shards_an_uninterrupted_build_cut(tmp_path):
+    """Ranges are aligned to the split's first frame: a rebuild that starts after a shard --max-bytes cut
+    mid-range (here: the next shard's file is damaged) continues that range and gives the same shards."""
+    kw = dict(max_samples=6, max_bytes=2600)
+    ref = build(ToySource(tmp_path, frames=24, splits=("train",)), cfg(tmp_path / "ref", **kw))
+    out = tmp_path / "out"
+    build(ToySource(tmp_path, frames=24, splits=("train",)), cfg(out, **kw))
+    mid = [s for s in ref["shards"] if s["frames"][0] % 6]
+    assert mid, "no range was cut by bytes"
+    victim = out / mid[0]["name"]
+    victim.write_bytes(victim.read_bytes()[:-1] + b"x")
+    rec = build(ToySource(tmp_path, frames=24, splits=("train",)), cfg(out, **kw))
+    assert [(s["sha256"], s["frames"]) for s in rec["shards"]] == [(s["sha256"], s["frames"]) for s in ref["shards"]]

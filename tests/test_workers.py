@@ -71,3 +71,24 @@ def test_large_tasks_and_results_never_wedge_the_pipes():
         signal.alarm(0)
         signal.signal(signal.SIGALRM, old)
     assert [g[:200_000] for g in got] == items and all(len(g) == 300_000 for g in got)
+
+
+LOADED: dict[str, int] = {}
+
+
+def loaded_by_warm_up(ctx, item):
+    import time
+
+    time.sleep(0.02)
+    return LOADED.get("model", 0) + item
+
+
+def test_the_warm_up_runs_before_the_fork_and_waits_report_progress():
+    """``warm`` loads state in this process that every forked worker then has; ``on_wait`` is called while
+    results are slow to come."""
+    waits = []
+    LOADED.clear()
+    got = list(ordered_map(loaded_by_warm_up, None, range(16), 2, batch=4,
+                           warm=lambda: LOADED.update(model=100), on_wait=lambda: waits.append(1), wait_s=0.01))
+    assert got == [100 + i for i in range(16)]  # every item, none of them run here, each saw the warm-up
+    assert waits
