@@ -109,6 +109,8 @@ class Piece:
 @dataclass
 class RangeResult:
     split: str
+    start: int
+    end: int
     pieces: list[Piece]
     stopped: bool = False  # the range was abandoned: its skips alone passed what the build allows
 
@@ -148,7 +150,7 @@ def write_range(ctx: RangeContext, task: tuple[str, int, int]) -> RangeResult:
                 if skipped > ctx.skips_allowed:  # the build fails on these alone: stop spending time on it
                     if writer is not None:
                         writer.abort()
-                    return RangeResult(split, pieces + [Piece(None, i + 1, skips=skips)], stopped=True)
+                    return RangeResult(split, start, end, pieces + [Piece(None, i + 1, skips=skips)], stopped=True)
                 continue
             if writer is not None and writer.payload + enc.nbytes + 1024 > ctx.max_bytes:
                 pieces.append(Piece(writer.path.name, i, writer.finish(), skips_before(skips, i)))
@@ -168,7 +170,7 @@ def write_range(ctx: RangeContext, task: tuple[str, int, int]) -> RangeResult:
             writer = None
         elif skips:
             pieces.append(Piece(None, end, skips=skips))
-        return RangeResult(split, pieces)
+        return RangeResult(split, start, end, pieces)
     except BaseException:
         if writer is not None:
             writer.abort()

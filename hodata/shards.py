@@ -190,9 +190,11 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
         splits[split] = _SplitShards(out, source.name, split, base_index + len(shards), start, record, journal,
                                      progress, on_shard)
     progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
-    # every range of frames not covered by a kept shard, split after split, in order
+    # every range of frames not covered by a kept shard; the longest first (the short ones, a split's last
+    # range and a resumed build's first, then fill the last gaps: a small build ends with its workers even)
     tasks = [(split, a, b) for split, refs in by_split.items()
              for a, b in plan_ranges(splits[split].shard_start, len(refs), cfg.max_samples)]
+    tasks.sort(key=lambda t: t[1] - t[2])
     total_frames = sum(len(v) for v in by_split.values())
     allowed = cfg.skips_allowed(total_frames)
     frames_done = _FrameCount(cfg.workers > 0)
@@ -209,7 +211,7 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
         with contextlib.closing(results):  # on an error: the workers are stopped before the clean-up below
             for result in results:
                 progress.advance(frames_done.take())
-                for piece in result.pieces:
+                for piece in splits[result.split].in_order(result):
                     splits[result.split].add(piece)
                     skipped += len(piece.skips)
                     if skipped > allowed:
@@ -218,6 +220,9 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
             split_shards.finish()
         if not record["shards"] and total_frames:  # (a part may hold no frame at all: nothing to fail)
             _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
+        order = {split: i for i, split in enumerate(by_split)}
+        record["shards"].sort(key=lambda sh: (order[sh["split"]], sh["frames"][0]))
+        record["skipped"].sort(key=lambda sk: (order[sk["split"]], sk["index"]))
         for split, split_refs in by_split.items():
             record["splits"][split] = _split_summary(record, split, len(split_refs))
     except BuildInterrupted:  # the test hook imitates a kill: the half shard stays behind as .tmp
@@ -280,6 +285,18 @@ class _SplitShards:
         self.shard_start, self.record, self.journal = shard_start, record, journal
         self.progress, self.on_shard = progress, on_shard
         self.skips: list[dict] = []  # skipped frames since the last shard: they go with the next one
+        self.next_range, self.waiting = shard_start, {}
+
+    def in_order(self, result: RangeResult) -> list[Piece]:
+        """The pieces of the ranges that are now complete in frame order (a range that finishes before an
+        earlier one waits for it)."""
+        self.waiting[result.start] = result
+        pieces = []
+        while self.next_range in self.waiting:
+            done = self.waiting.pop(self.next_range)
+            pieces.extend(done.pieces)
+            self.next_range = done.end
+        return pieces
 
     def add(self, piece: Piece) -> None:
         for rec in piece.skips:

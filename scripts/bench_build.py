@@ -510,7 +510,8 @@ def main() -> None:
                     help="where the generated datasets are kept between runs")
     ap.add_argument("--workers", default="0,1,2", help="comma-separated --workers values to time")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds; the best of each side counts")
-    ap.add_argument("--max-samples", type=int, default=250, help="samples per shard")
+    ap.add_argument("--max-samples", type=int, default=100, help="frames per shard: each shard is one worker's "
+                    "task, and 100 gives these small builds the 10+ shards a real build's steady state has")
     ap.add_argument("--quick", action="store_true", help="300 frames per dataset, no memory runs")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of each --workers value's "
                     "main process")
