@@ -20,6 +20,7 @@ folders decide train / val / test, so the sequence is informational only.
 
 from __future__ import annotations
 
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -29,10 +30,11 @@ import numpy as np
 from PIL import Image
 
 from hodata.errors import BadFrame, DataError
+from hodata.label_png import PNGError, decode_label_png
 from hodata.schema import (BACKGROUND, HAND, IGNORE, NO_INSTANCE, OBJECT, UNKNOWN_INSTANCE, Sample,
                            apply_lut, instance, label_histogram)
 from hodata.sources import FrameRef, Option, Source
-from hodata.sources.files import read_image
+from hodata.sources.files import read_file, read_image
 
 SPLITS = ("train", "val", "test_indomain", "test_outdomain")
 IMAGE_SUFFIX, LABEL_SUFFIX = ".jpg", ".png"
@@ -149,22 +151,34 @@ class EgoHOSSource(Source):
 def read_label(path: Path, width: int, height: int) -> np.ndarray:
     """An EgoHOS label as raw 8-bit ids, checked: one channel, the image's size, ids 0..8 (else BadFrame).
 
-    Read with PIL, not cv2: a palette ("P") PNG then yields its stored indices, which are the ids, where
-    cv2 would expand it to colours. Grey ("L") PNGs give their values; anything else is rejected.
+    Palette ("P") PNGs yield their stored indices, which are the ids, never the palette's colours; grey ("L")
+    PNGs their values; anything else is rejected. 8-bit files go through :func:`decode_label_png` (zlib-ng:
+    ~0.2 ms for a 640x480 label against ~1.9 with Pillow), other depths through Pillow.
     """
-    if not path.is_file():
-        raise BadFrame("label file is missing", path)
+    data = read_file(path, "label file")
     try:
-        with Image.open(path) as im:
-            mode = im.mode
-            ids = np.asarray(im) if mode in ("L", "P") else None
-    except Exception as e:  # noqa: BLE001
-        raise BadFrame(f"label does not decode ({e})", path) from e
+        ids = decode_label_png(data)
+    except PNGError as e:
+        raise BadFrame(f"label does not decode ({e})", path) from None
+    if ids is None:
+        ids, mode = _read_label_pillow(data, path)
+    else:
+        mode = "with one channel" if ids.ndim == 2 else f"with {ids.shape[2]} channels"
     if ids is None or ids.dtype != np.uint8 or ids.ndim != 2:
-        raise BadFrame(f"label must be an 8-bit single-channel PNG, got mode {mode}", path)
+        raise BadFrame(f"label must be an 8-bit single-channel PNG, got one {mode}", path)
     if ids.shape != (height, width):
         raise BadFrame(f"label is {ids.shape[1]}x{ids.shape[0]}, image is {width}x{height}", path)
     top = int(ids.max())
     if top > MAX_ID:
         raise BadFrame(f"label has id {top}, EgoHOS ids are 0..{MAX_ID}", path)
     return ids
+
+
+def _read_label_pillow(data: bytes, path: Path) -> tuple[np.ndarray | None, str]:
+    """A PNG :func:`decode_label_png` leaves to a general decoder: (ids, or None when not grey or palette;
+    the mode)."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return (np.asarray(im) if im.mode in ("L", "P") else None), f"of mode {im.mode}"
+    except Exception as e:  # noqa: BLE001
+        raise BadFrame(f"label does not decode ({e})", path) from e

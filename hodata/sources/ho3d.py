@@ -25,6 +25,7 @@ import numpy as np
 from numba import njit
 
 from hodata.errors import BadFrame, DataError
+from hodata.label_png import PNGError, decode_label_png
 from hodata.manifest import file_digest
 from hodata.mano import ManoConvention, axis_angle_to_matrix
 from hodata.schema import BACKGROUND, HAND, OBJECT, Sample, instance
@@ -88,7 +89,9 @@ def provided_labels(data: bytes, ext: str, size: tuple[int, int], path: Path) ->
     v3 ``.png``: hand = blue channel 255, object = green channel 255. v2 ``.jpg``: hand red, object blue,
     blurred by JPEG, so a channel counts when it is above half and dominates the other colour.
     """
-    bgr = decode_array(data, path, "provided mask", cv2.IMREAD_COLOR)
+    bgr = _png_as_bgr(data, path) if ext == "png" else None
+    if bgr is None:
+        bgr = decode_array(data, path, "provided mask", cv2.IMREAD_COLOR)
     if bgr.ndim != 3:
         raise BadFrame(f"provided mask must be a colour image, got shape {bgr.shape}", path)
     labels = np.empty(bgr.shape[:2], np.uint8)
@@ -98,6 +101,18 @@ def provided_labels(data: bytes, ext: str, size: tuple[int, int], path: Path) ->
     if abs(sw * h - sh * w) > max(sw, sh):  # aspect ratio differs: not a downscaled copy of this frame
         raise BadFrame(f"provided mask is {sw}x{sh}, image is {w}x{h}", path)
     return upsample_nearest(labels, size)
+
+
+def _png_as_bgr(data: bytes, path: Path) -> np.ndarray | None:
+    """An 8-bit PNG mask through :func:`decode_label_png` (~0.1 ms at 160x120 against ~0.27 with OpenCV), as
+    a BGR view; None for other PNGs (OpenCV reads them)."""
+    try:
+        values = decode_label_png(data)
+    except PNGError as e:
+        raise BadFrame(f"provided mask does not decode ({e})", path) from None
+    if values is None or values.ndim == 2 or values.shape[2] < 3:  # grey, palette: OpenCV expands the colours
+        return None
+    return values[..., 2::-1]
 
 
 @njit(cache=True, nogil=True)
