@@ -146,7 +146,10 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     previous = manifest.builds().get(source.name)
     if previous and previous.get("fingerprint") != fingerprint:
         if not cfg.overwrite:
-            raise DataError(f"{out} already holds a {source.name} build made with other options or data; "
+            other = previous.get("hodata_version")
+            made = (f"by hodata {other} (this is {__version__}; shards are cut and encoded differently)"
+                    if other and other != __version__ else "with other options or data")
+            raise DataError(f"{out} already holds a {source.name} build made {made}; "
                             "pass --overwrite to replace it, or choose another --out", manifest.path)
         remove_record(out, manifest, source.name, previous)
         previous = None

@@ -169,6 +169,18 @@ def test_other_options_refuse_without_overwrite(tmp_path):
     assert len(rec["shards"]) == 4 and len(list(out.glob("*.tar"))) == 4
 
 
+def test_a_build_by_another_hodata_version_is_refused_naming_both_versions(tmp_path):
+    from hodata import __version__
+
+    out = tmp_path / "out"
+    build(ToySource(tmp_path, frames=8), cfg(out))
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["builds"]["toy"].update(hodata_version="0.1.0", fingerprint="made by 0.1.0")
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=rf"by hodata 0\.1\.0 \(this is {__version__}"):
+        build(ToySource(tmp_path, frames=8), cfg(out))
+
+
 def test_max_side_resizes_image_mask_and_camera(tmp_path):
     out = tmp_path / "out"
     build(ToySource(tmp_path, frames=2, size=(64, 48), splits=("train",)), cfg(out, max_side=32))
