@@ -153,9 +153,8 @@ def write_range(ctx: RangeContext, task: tuple[str, int, int]) -> RangeResult:
                     return RangeResult(split, start, end, pieces + [Piece(None, i + 1, skips=skips)], stopped=True)
                 continue
             if writer is not None and writer.payload + enc.nbytes + 1024 > ctx.max_bytes:
-                pieces.append(Piece(writer.path.name, i, writer.finish(), skips_before(skips, i)))
-                skips = skips_from(skips, i)
-                writer = None
+                pieces.append(Piece(writer.path.name, i, writer.finish(), skips))  # the skips so far precede i
+                skips, writer = [], None
             if writer is None:
                 name = temp_name(ctx.source.name, split, ctx.base_index, start, len(pieces))
                 writer = ShardWriter(ctx.out / name)
@@ -176,10 +175,3 @@ def write_range(ctx: RangeContext, task: tuple[str, int, int]) -> RangeResult:
             writer.abort()
         raise
 
-
-def skips_before(skips: list[dict], index: int) -> list[dict]:
-    return [s for s in skips if s["index"] < index]
-
-
-def skips_from(skips: list[dict], index: int) -> list[dict]:
-    return [s for s in skips if s["index"] >= index]
