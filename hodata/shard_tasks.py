@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hodata.schema import key_part
+from hodata.errors import DataError
 from hodata.frame_encode import encode_frame
 from hodata.sources import FrameRef, Source
 
@@ -63,9 +64,16 @@ class ShardWriter:
         self.quality: dict[str, list[float]] = {}
 
     def _write(self, data: bytes) -> None:
-        self._file.write(data)
+        try:
+            self._file.write(data)
+        except OSError as e:
+            raise self._error(e) from None
         self._sha.update(data)
         self.count += len(data)
+
+    def _error(self, e: OSError) -> DataError:
+        return DataError(f"cannot write this shard ({e.strerror or e}); free some space or choose another --out",
+                         self.path)
 
     def write(self, enc) -> None:
         self._write(enc.data)
@@ -81,9 +89,12 @@ class ShardWriter:
     def finish(self) -> dict[str, Any]:
         end = 2 * tarfile.BLOCKSIZE
         self._write(bytes(end + -(self.count + end) % tarfile.RECORDSIZE))
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as e:
+            raise self._error(e) from None
         info = {"sha256": self._sha.hexdigest(), "bytes": self.count, "samples": self.samples,
                 "class_pixels": self.class_pixels, "image_sizes": self.sizes}
         if self.quality:

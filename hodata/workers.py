@@ -44,7 +44,6 @@ import os
 import signal
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
-from hodata.errors import DataError
 
 T = TypeVar("T")
 R = TypeVar("R")

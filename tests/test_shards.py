@@ -357,3 +357,28 @@ def test_a_rebuild_from_mid_range_gives_the_shards_an_uninterrupted_build_cut(tm
     victim.write_bytes(victim.read_bytes()[:-1] + b"x")
     rec = build(ToySource(tmp_path, frames=24, splits=("train",)), cfg(out, **kw))
     assert [(s["sha256"], s["frames"]) for s in rec["shards"]] == [(s["sha256"], s["frames"]) for s in ref["shards"]]
+
+
+def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    import errno
+
+    from hodata import shard_tasks
+
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    monkeypatch.setattr(shard_tasks, "open", lambda path, mode: FullDisk(real_open(path, mode)), raising=False)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="No space left on device") as info:
+        build(ToySource(tmp_path, frames=8), cfg(out))
+    assert info.value.path.endswith(".tar.tmp") and str(out) in info.value.path
+    assert not list(out.glob("*.tmp")) and not list(out.glob("*.tar"))
