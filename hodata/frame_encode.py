@@ -9,7 +9,8 @@ import cv2
 import numpy as np
 
 from hodata.errors import BadFrame, DataError
-from hodata.schema import Sample, check_inst, check_seg, class_pixel_counts, label_histogram
+from hodata.schema import (SEG_SLOT, VALID_LABELS, Sample, check_inst, check_seg, class_pixel_counts,
+                           label_histogram)
 from hodata.sources import FrameRef, Source
 from hodata.tar_blocks import tar_blocks
 
@@ -86,11 +87,8 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     except Exception as e:
         e.add_note(f"while loading {source.name} frame {ref.split}/{ref.sequence}/{ref.frame}")
         raise
-    hist = label_histogram(s.seg)
     try:  # a source must produce schema-valid samples: a violation is its bug, not a bad frame
-        check_seg(s.seg, s.width, s.height, hist)
-        if s.inst is not None:
-            check_inst(s.inst, s.instances, s.seg, hist)
+        hist = checked_histogram(s)
         if s.image_ext not in ("jpg", "png"):
             raise ValueError(f"unsupported image type {s.image_ext!r}")
     except ValueError as e:
@@ -99,6 +97,35 @@ def encode_frame(source: Source, index: int, ref: FrameRef, max_side: int | None
     quality = {k: float(v) for k, v in (s.extra.get("mask_agreement") or {}).items() if v is not None}
     return Encoded(ref.split, index, s.key, tar_blocks(s.key, s.members()), counts, (s.width, s.height),
                    quality or None)
+
+
+def checked_histogram(s: Sample) -> np.ndarray:
+    """Check a sample's label map (and instance map) against the schema; return the label map's histogram
+    ((256,) int64, every value outside 0/1/2/255 counted zero: there are none once checked).
+
+    Where an instance map differs from the label map, the joint counts :func:`check_inst` makes are the one
+    pass over the maps: their columns are the label map's counts, and their label diagonal says whether the
+    two maps are equal pixel for pixel (then the sample shares one map for both, encoded once)."""
+    if s.inst is None or s.inst is s.seg:
+        hist = label_histogram(s.seg)
+        check_seg(s.seg, s.width, s.height, hist)
+        if s.inst is not None:
+            check_inst(s.inst, s.instances, s.seg, hist)
+        return hist
+    check_seg(s.seg, s.width, s.height, _NO_COUNTS)  # its type and size; its values are counted next
+    joint = check_inst(s.inst, s.instances, s.seg)
+    columns = joint.sum(axis=0)
+    if columns[-1]:  # values that are no label: counted again the long way, to name them
+        check_seg(s.seg, s.width, s.height)
+    hist = np.zeros(256, np.int64)
+    hist[_LABEL_VALUES] = columns[SEG_SLOT[_LABEL_VALUES]]
+    if joint[_LABEL_VALUES, SEG_SLOT[_LABEL_VALUES]].sum() == s.seg.size:
+        s.inst = s.seg
+    return hist
+
+
+_LABEL_VALUES = np.array(sorted(VALID_LABELS))
+_NO_COUNTS = np.zeros(256, np.int64)
 
 
 def _skip_record(ref: FrameRef, index: int, e: Exception) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -40,8 +41,10 @@ def options_fingerprint(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+@functools.cache
 def git_commit() -> str | None:
-    """The commit of the hodata checkout this code runs from, when it is a git checkout."""
+    """The commit of the hodata checkout this code runs from, when it is a git checkout. Asked once per
+    process (two git commands, ~10 ms): the code a process runs is the code it imported."""
     here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "-C", str(here), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)

@@ -31,8 +31,8 @@ from PIL import Image
 
 from hodata.errors import BadFrame, DataError
 from hodata.label_png import PNGError, decode_label_png
-from hodata.schema import (BACKGROUND, HAND, IGNORE, NO_INSTANCE, OBJECT, UNKNOWN_INSTANCE, Sample,
-                           apply_lut, instance, label_histogram)
+from hodata.label_lookup import lookup2_counts
+from hodata.schema import BACKGROUND, HAND, IGNORE, NO_INSTANCE, OBJECT, UNKNOWN_INSTANCE, Sample, instance
 from hodata.sources import FrameRef, Option, Source
 from hodata.sources.files import read_file, read_image
 
@@ -132,13 +132,13 @@ class EgoHOSSource(Source):
         img_path, lab_path = self.root / rel_img, self.root / rel_lab
         image, (width, height) = read_image(img_path)
         ids = read_label(lab_path, width, height)
-        present = np.flatnonzero(label_histogram(ids)).tolist()
-        instances = frame_instances(present, self.inst_lut)
+        seg, inst, id_counts = lookup2_counts(ids, self.lut, self.inst_lut)  # one pass over the ids
+        instances = frame_instances(np.flatnonzero(id_counts).tolist(), self.inst_lut)
         return Sample(
             source=self.name, split=ref.split, sequence=ref.sequence, frame=ref.frame,
-            image=image, image_ext="jpg", seg=apply_lut(ids, self.lut), width=width, height=height,
+            image=image, image_ext="jpg", seg=seg, width=width, height=height,
             labels={"hand": True, "object": True, "sides": True}, objects=[],
-            inst=apply_lut(ids, self.inst_lut), instances=instances,
+            inst=inst, instances=instances,
             provenance={"image": rel_img, "label": rel_lab},
         )
 
