@@ -1,8 +1,8 @@
 """Table lookups on 8-bit label maps (``lut[values]``), a word of 8 pixels at a time (numba).
 
 Label maps are long runs of one value: a 64-bit word whose 8 bytes are equal is looked up once and written
-as one word; only words that cross a boundary go byte by byte. A 640x480 map costs ~0.04 ms against ~0.13
-with ``cv2.LUT`` (which looks up every byte) and ~0.35 with numpy indexing. :func:`lookup2_counts` maps one
+as one word; only words that cross a boundary go byte by byte: 2-3x faster than ``cv2.LUT`` (which looks up
+every byte) and ~9x numpy indexing on label maps (640x480 or a 480 crop: 0.07-0.11 ms against 0.13-0.23). :func:`lookup2_counts` maps one
 source map through two tables and counts its values in the same pass (EgoHOS: ids -> labels, instance ids).
 """
 
