@@ -5,10 +5,11 @@ A build cuts every split into ranges of ``max_samples`` frames, aligned to the s
 that range ends where it would have). Each range is one task. The process that takes it (a worker, or the
 builder itself with ``--workers 0``) loads and encodes the range's frames and writes their tar blocks into
 a temporary shard file; where the next sample would take the file past ``max_bytes`` it closes the file and
-goes on in a new one. It hashes each file as it writes it, fsyncs it and returns what the manifest records of
-it. The builder then only renames the finished files into place, in frame order, and journals them: no
-sample's bytes pass between processes, and the builder's cost per frame is nil, so N workers run at N times
-one worker's rate (the shard-per-task design of img2dataset).
+goes on in a new one. It hashes each file as it writes it and returns what the manifest records of it. The
+builder then fsyncs each finished file (:func:`make_durable`: the workers never wait on the disk), renames it
+into place, in frame order, and journals it: no sample's bytes pass between processes, and the builder's
+cost per frame is nil, so N workers run at N times one worker's rate (the shard-per-task design of
+img2dataset).
 
 Where the shards are cut depends only on the frames (their order, which ones are skipped, their sizes),
 never on the number of workers or on where an earlier run was stopped.
@@ -46,7 +47,7 @@ def temp_name(source: str, split: str, base_index: int, start: int, piece: int) 
 
 
 class ShardWriter:
-    """Writes one shard to a temporary file; ``finish`` ends the tar, fsyncs the file and describes it.
+    """Writes one shard to a temporary file; ``finish`` ends the tar, closes the file and describes it.
 
     A plain USTAR tar, exactly what ``webdataset.WebDataset`` reads: the samples' tar blocks
     (:func:`hodata.tar_blocks.tar_blocks`), then tar's end (two zero blocks, padded to a 10 KiB record) as
@@ -72,8 +73,7 @@ class ShardWriter:
         self.count += len(data)
 
     def _error(self, e: OSError) -> DataError:
-        return DataError(f"cannot write this shard ({e.strerror or e}); free some space or choose another --out",
-                         self.path)
+        return _write_error(e, self.path)
 
     def write(self, enc) -> None:
         self._write(enc.data)
@@ -90,8 +90,6 @@ class ShardWriter:
         end = 2 * tarfile.BLOCKSIZE
         self._write(bytes(end + -(self.count + end) % tarfile.RECORDSIZE))
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
             self._file.close()
         except OSError as e:
             raise self._error(e) from None
@@ -104,6 +102,24 @@ class ShardWriter:
     def abort(self) -> None:
         self._file.close()
         self.path.unlink(missing_ok=True)
+
+
+def make_durable(path: Path) -> None:
+    """fsync a finished shard file, before it is renamed into place: a crash then never leaves a named shard
+    whose bytes are not on disk. A full disk (or any write error the kernel reports now) is a DataError naming
+    the file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise _write_error(e, path) from None
+
+
+def _write_error(e: OSError, path: Path) -> DataError:
+    return DataError(f"cannot write this shard ({e.strerror or e}); free some space or choose another --out", path)
 
 
 @dataclass

@@ -3,9 +3,10 @@
 Shards are ``<out>/<source>-<split>-NNNNNN.tar``: every ``max_samples`` frames of a split (fewer samples
 where frames were skipped), cut earlier where a shard would pass ``max_bytes``. Each range of frames is one
 task (:mod:`hodata.shard_tasks`), run by a worker process (``workers``, :mod:`hodata.workers`) or by the
-builder itself: it encodes the frames and writes, hashes and fsyncs the shard file under a temporary name.
-The builder renames finished files into place in frame order, so the output is deterministic whatever the
-number of workers, and records each file's sha256 and the frames it covers in the build's record, which is
+builder itself: it encodes the frames and writes and hashes the shard file under a temporary name. The
+builder fsyncs each finished file (while the workers go on encoding) and renames it into place, in frame
+order, so the output is deterministic whatever the number of workers and no shard is named before its bytes
+are on disk. It records each file's sha256 and the frames it covers in the build's record, which is
 journalled to the manifest after the first shard, then at most every ``journal_every_s`` seconds, and when a
 run ends (an error or an interrupt included; a hard kill loses at most that much work). A rerun of the same
 command keeps the complete shards whose sha256 still matches, skips their frames without reading them, and
@@ -40,7 +41,8 @@ from hodata.manifest import Manifest, file_digest, git_commit, options_fingerpri
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
 from hodata.schema import SCHEMA, key_part
-from hodata.shard_tasks import BuildInterrupted, Piece, RangeContext, RangeResult, plan_ranges, write_range
+from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, make_durable, plan_ranges,
+                                write_range)
 from hodata.sources import FrameRef, Source
 from hodata.workers import ordered_map
 
@@ -308,6 +310,7 @@ class _SplitShards:
         if piece.temp is None:  # frames that were all skipped: no file
             return
         name = shard_name(self.source_name, self.split, self.index)
+        make_durable(self.out / piece.temp)  # a worker never waits on the disk: the builder does, meanwhile
         os.replace(self.out / piece.temp, self.out / name)
         info = {"name": name, **piece.info, "split": self.split, "frames": [self.shard_start, piece.end],
                 "skipped": len(self.skips)}

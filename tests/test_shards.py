@@ -382,3 +382,27 @@ def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_temp_file(tmp_pa
         build(ToySource(tmp_path, frames=8), cfg(out))
     assert info.value.path.endswith(".tar.tmp") and str(out) in info.value.path
     assert not list(out.glob("*.tmp")) and not list(out.glob("*.tar"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_failed_fsync_of_a_shard_is_one_line_naming_it_and_nothing_is_renamed(tmp_path, monkeypatch, workers):
+    """The builder fsyncs every finished shard before its rename: an error the disk reports then (ENOSPC, EIO)
+    names the file, and no shard is ever named whose bytes are not on disk."""
+    import errno
+    import os
+
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tar.tmp"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="Input/output error") as info:
+        build(ToySource(tmp_path, frames=8), cfg(out, workers=workers))
+    assert info.value.path.endswith(".tar.tmp") and str(out) in info.value.path
+    assert not list(out.glob("*.tmp")) and not list(out.glob("*.tar"))
+    manifest = out / "manifest.json"
+    assert not manifest.exists() or "-000000.tar" not in manifest.read_text()
