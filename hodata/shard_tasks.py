@@ -6,10 +6,9 @@ that range ends where it would have). Each range is one task. The process that t
 builder itself with ``--workers 0``) loads and encodes the range's frames and writes their tar blocks into
 a temporary shard file; where the next sample would take the file past ``max_bytes`` it closes the file and
 goes on in a new one. It hashes each file as it writes it and returns what the manifest records of it. The
-builder then fsyncs each finished file (:func:`make_durable`: the workers never wait on the disk), renames it
-into place, in frame order, and journals it: no sample's bytes pass between processes, and the builder's
-cost per frame is nil, so N workers run at N times one worker's rate (the shard-per-task design of
-img2dataset).
+builder then renames each finished file into place, in frame order, journals it, and fsyncs it once a core is
+free (:func:`make_all_durable`): no sample's bytes pass between processes, and the builder's cost per frame
+is nil, so N workers run at N times one worker's rate (the shard-per-task design of img2dataset).
 
 Where the shards are cut depends only on the frames (their order, which ones are skipped, their sizes),
 never on the number of workers or on where an earlier run was stopped.
@@ -20,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -105,9 +105,8 @@ class ShardWriter:
 
 
 def make_durable(path: Path) -> None:
-    """fsync a finished shard file, before it is renamed into place: a crash then never leaves a named shard
-    whose bytes are not on disk. A full disk (or any write error the kernel reports now) is a DataError naming
-    the file."""
+    """fsync a finished shard file. A full disk (or any write error the kernel reports now) is a DataError
+    naming the file."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -116,6 +115,17 @@ def make_durable(path: Path) -> None:
             os.close(fd)
     except OSError as e:
         raise _write_error(e, path) from None
+
+
+def make_all_durable(paths: list[Path]) -> None:
+    """:func:`make_durable` for several files at once, one thread each: the filesystem commits their fsyncs
+    together (one journal commit where one by one costs one each). Raises the first file's DataError."""
+    if len(paths) == 1:
+        make_durable(paths[0])
+    elif paths:
+        with ThreadPoolExecutor(min(len(paths), 16)) as pool:
+            for _ in pool.map(make_durable, paths):
+                pass
 
 
 def _write_error(e: OSError, path: Path) -> DataError:

@@ -4,11 +4,13 @@ Shards are ``<out>/<source>-<split>-NNNNNN.tar``: every ``max_samples`` frames o
 where frames were skipped), cut earlier where a shard would pass ``max_bytes``. Each range of frames is one
 task (:mod:`hodata.shard_tasks`), run by a worker process (``workers``, :mod:`hodata.workers`) or by the
 builder itself: it encodes the frames and writes and hashes the shard file under a temporary name. The
-builder fsyncs each finished file (while the workers go on encoding) and renames it into place, in frame
-order, so the output is deterministic whatever the number of workers and no shard is named before its bytes
-are on disk. It records each file's sha256 and the frames it covers in the build's record, which is
+builder renames finished files into place in frame order, so the output is deterministic whatever the number
+of workers, and records each file's sha256 and the frames it covers in the build's record, which is
 journalled to the manifest after the first shard, then at most every ``journal_every_s`` seconds, and when a
-run ends (an error or an interrupt included; a hard kill loses at most that much work). A rerun of the same
+run ends (an error or an interrupt included; a hard kill loses at most that much work). Shards are fsynced
+once a core is free (the build's tail, when fewer tasks are left than workers) and in any case before the
+record says complete: an fsync while workers write stalls them (the filesystem's journal commit), and a
+journalled shard that a power loss took is found by its sha256 on resume and rebuilt. A rerun of the same
 command keeps the complete shards whose sha256 still matches, skips their frames without reading them, and
 rebuilds the rest. Tar members carry a fixed mtime, so a resumed build is byte-identical to an
 uninterrupted one.
@@ -41,7 +43,7 @@ from hodata.manifest import Manifest, file_digest, git_commit, options_fingerpri
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
 from hodata.schema import SCHEMA, key_part
-from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, make_durable, plan_ranges,
+from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, make_all_durable, plan_ranges,
                                 write_range)
 from hodata.sources import FrameRef, Source
 from hodata.workers import ordered_map
@@ -214,8 +216,10 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
                               warm=lambda: _warm_up(source, by_split, tasks, cfg.max_side),
                               on_wait=lambda: progress.advance(frames_done.take()))
         with contextlib.closing(results):  # on an error: the workers are stopped before the clean-up below
-            for result in results:
+            for done, result in enumerate(results, 1):
                 progress.advance(frames_done.take())
+                if len(tasks) - done < cfg.workers:  # a worker has no task left: its core can sync
+                    journal.sync()
                 for piece in splits[result.split].in_order(result):
                     splits[result.split].add(piece)
                     skipped += len(piece.skips)
@@ -223,6 +227,7 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
                         _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         for split_shards in splits.values():
             split_shards.finish()
+        journal.sync()  # every shard on disk before the record says complete
         if not record["shards"] and total_frames:  # (a part may hold no frame at all: nothing to fail)
             _fail_on_skips(record, splits, manifest, source.name, skipped, total_frames, cfg)
         order = {split: i for i, split in enumerate(by_split)}
@@ -266,19 +271,38 @@ def _fail_on_skips(record, splits, manifest, source_name, skipped, total, cfg) -
 
 class _Journal:
     """The build's manifest record as its resume journal: rewritten (compact) after a finished shard when
-    ``every_s`` seconds have passed since the last rewrite, and on demand."""
+    ``every_s`` seconds have passed since the last rewrite, and on demand. It also holds the shards not yet
+    fsynced, for :meth:`sync`."""
 
     def __init__(self, manifest: Manifest, source_name: str, record: dict, every_s: float):
         self.manifest, self.source_name, self.record, self.every_s = manifest, source_name, record, every_s
         self.last = float("-inf")
+        self.unsynced: list[Path] = []
 
-    def shard_done(self) -> None:
+    def shard_done(self, path: Path) -> None:
+        self.unsynced.append(path)
         if time.monotonic() - self.last >= self.every_s:
             self.write()
 
     def write(self) -> None:
         self.manifest.update(self.source_name, self.record, compact=True)
         self.last = time.monotonic()
+
+    def sync(self) -> None:
+        """fsync the shards renamed since the last call. A file the disk fails to take (ENOSPC, EIO) is a
+        DataError naming it; that batch is removed from the folder and from the record (a rerun rebuilds it)."""
+        if not self.unsynced:
+            return
+        try:
+            make_all_durable(self.unsynced)
+        except DataError:
+            names = {p.name for p in self.unsynced}
+            self.record["shards"][:] = [sh for sh in self.record["shards"] if sh["name"] not in names]
+            for path in self.unsynced:
+                path.unlink(missing_ok=True)
+            raise
+        finally:
+            self.unsynced = []
 
 
 class _SplitShards:
@@ -310,13 +334,12 @@ class _SplitShards:
         if piece.temp is None:  # frames that were all skipped: no file
             return
         name = shard_name(self.source_name, self.split, self.index)
-        make_durable(self.out / piece.temp)  # a worker never waits on the disk: the builder does, meanwhile
         os.replace(self.out / piece.temp, self.out / name)
         info = {"name": name, **piece.info, "split": self.split, "frames": [self.shard_start, piece.end],
                 "skipped": len(self.skips)}
         self.record["shards"].append(info)
         self.record["skipped"].extend(self.skips)
-        self.journal.shard_done()
+        self.journal.shard_done(self.out / name)
         self.progress.log(f"{name}: {info['samples']} samples, {info['bytes'] / 1e6:.1f} MB"
                           + (f", {len(self.skips)} skipped" if self.skips else ""))
         if self.on_shard:

@@ -385,16 +385,16 @@ def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_temp_file(tmp_pa
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_failed_fsync_of_a_shard_is_one_line_naming_it_and_nothing_is_renamed(tmp_path, monkeypatch, workers):
-    """The builder fsyncs every finished shard before its rename: an error the disk reports then (ENOSPC, EIO)
-    names the file, and no shard is ever named whose bytes are not on disk."""
+def test_a_failed_fsync_of_a_shard_is_one_line_naming_it_and_nothing_is_left(tmp_path, monkeypatch, workers):
+    """Every shard is fsynced before the build is recorded complete: an error the disk reports then (ENOSPC,
+    EIO) names the file, the shards it may have lost are removed, and the manifest never says complete."""
     import errno
     import os
 
     real_fsync = os.fsync
 
     def fsync(fd):
-        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tar.tmp"):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".tar"):
             raise OSError(errno.EIO, "Input/output error")
         return real_fsync(fd)
 
@@ -402,7 +402,33 @@ def test_a_failed_fsync_of_a_shard_is_one_line_naming_it_and_nothing_is_renamed(
     out = tmp_path / "out"
     with pytest.raises(DataError, match="Input/output error") as info:
         build(ToySource(tmp_path, frames=8), cfg(out, workers=workers))
-    assert info.value.path.endswith(".tar.tmp") and str(out) in info.value.path
+    assert info.value.path.endswith(".tar") and str(out) in info.value.path
     assert not list(out.glob("*.tmp")) and not list(out.glob("*.tar"))
-    manifest = out / "manifest.json"
-    assert not manifest.exists() or "-000000.tar" not in manifest.read_text()
+    manifest = (out / "manifest.json").read_text()
+    assert '"complete"' not in manifest and ".tar" not in manifest
+    monkeypatch.setattr(os, "fsync", real_fsync)  # the disk is back: a rerun completes
+    assert build(ToySource(tmp_path, frames=8), cfg(out, workers=workers))["totals"]["samples"] == 8
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_shard_is_fsynced_before_the_build_is_recorded_complete(tmp_path, monkeypatch, workers):
+    import os
+
+    from hodata.manifest import Manifest
+
+    real_fsync, real_update, synced, seen_at_complete = os.fsync, Manifest.update, [], []
+
+    def fsync(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        return real_fsync(fd)
+
+    def update(self, source, record, compact=False):
+        if record and record.get("status") == "complete":
+            seen_at_complete.append(set(synced))
+        return real_update(self, source, record, compact)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(Manifest, "update", update)
+    rec = build(ToySource(tmp_path, frames=10), cfg(tmp_path / "out", workers=workers))
+    names = {sh["name"] for sh in rec["shards"]}
+    assert len(names) == 4 and seen_at_complete and names <= seen_at_complete[0]
