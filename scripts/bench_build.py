@@ -31,7 +31,7 @@ Then (unless ``--no-memory`` or ``--quick``) the peak RSS of EgoHOS builds of 1x
 own subprocess: the builder streams, so the peaks should be the same.
 
   .venv/bin/python scripts/bench_build.py --quick            # 300 frames per dataset, 3 rounds: ~3-5 min
-  .venv/bin/python scripts/bench_build.py                    # 1200 HO3D + 1000 EgoHOS frames, memory too
+  .venv/bin/python scripts/bench_build.py                    # 2400 HO3D + 1000 EgoHOS frames, memory
   .venv/bin/python scripts/bench_build.py --datasets ho3d --workers 0 --profile   # where the time goes
   .venv/bin/python scripts/bench_build.py --quick --no-speed --contention          # the machine's 2-process ceiling
 """
@@ -221,7 +221,7 @@ def ho3d_baseline(root: Path, out: Path, max_samples: int) -> int:
 
 
 DATASETS = {
-    "ho3d": {"make": make_ho3d, "source": ho3d_source, "baseline": ho3d_baseline, "frames": 1200},
+    "ho3d": {"make": make_ho3d, "source": ho3d_source, "baseline": ho3d_baseline, "frames": 2400},
     "egohos": {"make": make_egohos, "source": egohos_source, "baseline": egohos_baseline, "frames": 1000},
 }
 
@@ -539,7 +539,7 @@ def memory(root: Path, work: Path, frames: int, mem_frames: int, max_samples: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="ho3d,egohos", help="comma-separated: ho3d, egohos")
-    ap.add_argument("--frames", type=int, default=None, help="frames per dataset (default: HO3D 1200, EgoHOS 1000)")
+    ap.add_argument("--frames", type=int, default=None, help="frames per dataset (default: HO3D 2400, EgoHOS 1000)")
     ap.add_argument("--size", default="640x480", help="frame size WxH")
     ap.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()) / "hodata_bench_build",
                     help="where the generated datasets are kept between runs")
