@@ -11,8 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-_REPEAT = np.uint64(0x0101010101010101)
-_BYTE = np.uint64(0xFF)
+from hodata.label_counts import _BYTE, _REPEAT  # a word's low byte, and that byte repeated 8 times
 
 
 @njit(cache=True, nogil=True)
