@@ -25,7 +25,9 @@ Each round runs the baseline and the ``--workers`` values interleaved, the build
 ``--repeats`` rounds counts (other load only ever slows a run down) and the ratios of each round are shown
 too. Beside wall-clock rates the script prints frames per CPU-second (the process's CPU time plus its
 workers'): on a machine shared with other work, that is the steadier figure of what one core does. The load
-average is printed with every round.
+average is printed with every round. Each round also times the dataset's bare frame-encoding loop in one
+forked process and in two at once (:class:`BareLoops`): what two processes of this work get from the machine
+in those minutes, the ceiling for ``--workers 2`` against ``--workers 1``.
 
 Then (unless ``--no-memory`` or ``--quick``) the peak RSS of EgoHOS builds of 1x and 4x the frames, each in its
 own subprocess: the builder streams, so the peaks should be the same.
@@ -33,7 +35,6 @@ own subprocess: the builder streams, so the peaks should be the same.
   .venv/bin/python scripts/bench_build.py --quick            # 300 frames per dataset, 3 rounds: ~3-5 min
   .venv/bin/python scripts/bench_build.py                    # 2400 HO3D + 1000 EgoHOS frames, memory
   .venv/bin/python scripts/bench_build.py --datasets ho3d --workers 0 --profile   # where the time goes
-  .venv/bin/python scripts/bench_build.py --quick --no-speed --contention          # the machine's 2-process ceiling
 """
 
 from __future__ import annotations
@@ -331,6 +332,9 @@ def run_dataset(name: str, root: Path, work: Path, workers: list[int], repeats: 
                 size: tuple[int, int], baseline: BaselineProcess) -> dict:
     sides = ["baseline"] + [f"w{w}" for w in workers]
     best = {s: (float("inf"), float("inf")) for s in sides}  # (wall, cpu) of the fastest run
+    scaling = 1 in workers and 2 in workers
+    bare = BareLoops(name, root, max_samples) if scaling else None
+    bare_best = {1: float("inf"), 2: float("inf")}  # wall seconds of one loop alone, of two at once
     rounds: list[dict[str, float]] = []
     n = 0
     print(f"\n{name} {size[0]}x{size[1]}: {repeats} interleaved rounds of baseline, "
@@ -358,6 +362,12 @@ def run_dataset(name: str, root: Path, work: Path, workers: list[int], repeats: 
                 if w else ")"))
             shutil.rmtree(out)
         shutil.rmtree(work / "baseline")
+        if bare is not None:
+            walls = {k: bare.wall(k) for k in (1, 2)}
+            for k, v in walls.items():
+                bare_best[k] = min(bare_best[k], v)
+            rates["bare"] = walls[1] / walls[2]
+            line.append(f"bare loops 2 vs 1 {rates['bare']:.2f}x")
         rounds.append(rates)
         print(", ".join(line) + f"; load after {load_avg()}", flush=True)
 
@@ -377,13 +387,18 @@ def run_dataset(name: str, root: Path, work: Path, workers: list[int], repeats: 
         if name == "ho3d":
             print(f"  --workers 0, one core: {n / w0_cpu:.0f} frames per CPU-second, {n / w0_wall:.0f}/s wall"
                   f" (target >= {TARGETS['ho3d_one_core']:.0f})")
-    if 1 in workers and 2 in workers:
+    if scaling:
         per_round = [rd["w2"] / rd["w1"] for rd in rounds]
         (w1_wall, w1_cpu), (w2_wall, w2_cpu) = best["w1"], best["w2"]
         print(f"  --workers 2 vs --workers 1: {w1_wall / w2_wall:.2f}x wall (rounds: "
               f"{', '.join(f'{v:.2f}' for v in per_round)}; target >= {TARGETS['w2_vs_w1']}x); CPU per frame "
               f"{1e3 * w2_cpu / n:.2f} vs {1e3 * w1_cpu / n:.2f} ms, so on 2 free cores at most "
               f"{2 * w1_cpu / w2_cpu:.2f}x")
+        bare_rounds = ", ".join(f"{rd['bare']:.2f}" for rd in rounds)
+        print(f"  the machine in the same rounds: the same frames encoded by two bare forked loops against one "
+              f"(no builder, no files): {bare_best[1] / bare_best[2]:.2f}x (rounds: {bare_rounds}); one bare loop "
+              f"{n / bare_best[1]:.1f}/s")
+        summary["bare_2_vs_1"] = bare_best[1] / bare_best[2]
     return summary
 
 
@@ -405,49 +420,54 @@ def profile(name: str, root: Path, work: Path, max_samples: int, workers: int, t
     print("\n".join(line for line in s.getvalue().splitlines() if line.strip())[-4000:])
 
 
-def contention(name: str, root: Path, frames: int = 120) -> None:
-    """The machine's own ceiling for 2 workers: the same frame-encoding loop in 1 process, then in 2 at once
-    (forked, no pool, no IPC), CPU ms per frame in each. If two concurrent processes each need more CPU per
-    frame than one alone (shared caches, memory bandwidth, SMT siblings under a hypervisor), 2 workers cannot
-    reach 2x one, whatever the builder does."""
-    from hodata.shards import encode_frame
-    from hodata.workers import single_threaded_libraries
+class BareLoops:
+    """The machine's own 2-vs-1 in the same minutes as the builds: the build's frames encoded by bare forked
+    processes, one alone and then two at once (the shard ranges a build would give its workers, dealt out in
+    turn), with no builder, pool, files or fsync. A frame's encoding is ~95 % of a worker's CPU: where two
+    bare loops reach only 1.6x one, two workers cannot reach 1.8x, whatever the builder does (on a virtual
+    machine the vCPUs' speed depends on what else the host runs)."""
 
-    src = DATASETS[name]["source"](root)
-    refs = src.frames()[:frames]
+    def __init__(self, name: str, root: Path, max_samples: int):
+        from hodata.shard_tasks import plan_ranges
+        from hodata.shards import encode_frame
 
-    def loop(conn) -> None:
-        c = time.thread_time()
-        for r in refs:
-            encode_frame(src, 0, r, None)
-        conn.send(1e3 * (time.thread_time() - c) / len(refs))
+        self.src = DATASETS[name]["source"](root)
+        self.by_split: dict[str, list] = {}
+        for ref in self.src.frames():
+            self.by_split.setdefault(ref.split, []).append(ref)
+        self.tasks = sorted(((split, a, b) for split, refs in self.by_split.items()
+                             for a, b in plan_ranges(0, len(refs), max_samples)), key=lambda t: t[1] - t[2])
+        self.encode = encode_frame
+        split, a, _ = self.tasks[0]
+        for i in range(a, a + 8):  # imports and numba's cache, loaded once before the forks
+            encode_frame(self.src, i, self.by_split[split][i], None)
 
-    import multiprocessing as mp
+    def _loop(self, tasks: list) -> None:
+        for split, a, b in tasks:
+            refs = self.by_split[split]
+            for i in range(a, b):
+                self.encode(self.src, i, refs[i], None)
 
-    ctx = mp.get_context("fork")
-    results = {}
-    # as in the build: libraries set to one thread in this process before the warm-up and the forks (a child
-    # that reconfigures a thread pool it inherited can deadlock)
-    with single_threaded_libraries():
-        for r in refs[:8]:
-            encode_frame(src, 0, r, None)  # imports and caches before the fork
-        for n in (1, 2, 1):
-            results.setdefault(n, []).append(_loops(ctx, loop, n))
-    one, two = min(results[1]), min(results[2])
-    print(f"\n{name}: CPU per frame of one encoding loop alone {one:.2f} ms, of each of two at once {two:.2f} ms: "
-          f"2 processes can reach at most {2 * one / two:.2f}x one here (load {load_avg()})")
+    def wall(self, procs: int) -> float:
+        """Seconds from the first fork until ``procs`` loops have all finished."""
+        import multiprocessing as mp
 
+        from hodata.workers import single_threaded_libraries
 
-def _loops(ctx, loop, n: int) -> float:
-    """Run ``loop`` in ``n`` forked processes at once; their mean CPU ms per frame."""
-    pipes = [ctx.Pipe() for _ in range(n)]
-    procs = [ctx.Process(target=loop, args=(b,)) for _, b in pipes]
-    for p in procs:
-        p.start()
-    ms = [a.recv() for a, _ in pipes]
-    for p in procs:
-        p.join()
-    return sum(ms) / n
+        ctx = mp.get_context("fork")
+        # libraries set to one thread before the fork, as in a build (a child that reconfigures a thread pool
+        # it inherited can deadlock)
+        with single_threaded_libraries():
+            t0 = time.perf_counter()
+            children = [ctx.Process(target=self._loop, args=(self.tasks[i::procs],)) for i in range(procs)]
+            for c in children:
+                c.start()
+            for c in children:
+                c.join()
+            wall = time.perf_counter() - t0
+        if any(c.exitcode for c in children):
+            raise SystemExit(f"a bare encoding loop failed (exit codes {[c.exitcode for c in children]})")
+        return wall
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -550,8 +570,6 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="300 frames per dataset, no memory runs")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of each --workers value's "
                     "main process")
-    ap.add_argument("--contention", action="store_true", help="also measure this machine's ceiling for 2 "
-                    "processes: one frame-encoding loop alone vs two at once, CPU per frame")
     ap.add_argument("--mem-frames", type=int, default=250, help="frames of the 1x peak-RSS build (4x: four times)")
     ap.add_argument("--no-memory", action="store_true", help="skip the 1x / 4x peak-RSS runs")
     ap.add_argument("--no-speed", action="store_true", help="skip the timed runs")
@@ -576,8 +594,6 @@ def main() -> None:
             if args.profile:
                 for w in workers:
                     profile(name, root, work, args.max_samples, w)
-            if args.contention:
-                contention(name, root)
             if name == "egohos" and not (args.no_memory or args.quick):
                 memory(root, work, frames, args.mem_frames, args.max_samples)
         print(f"\nload at the end {load_avg()}; data in {args.data_dir}")
