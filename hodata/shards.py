@@ -218,8 +218,8 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
         with contextlib.closing(results):  # on an error: the workers are stopped before the clean-up below
             for done, result in enumerate(results, 1):
                 progress.advance(frames_done.take())
-                if len(tasks) - done < cfg.workers:  # a worker has no task left: its core can sync
-                    journal.sync()
+                if 0 < len(tasks) - done < cfg.workers:  # a worker has no task left: its core can sync
+                    journal.sync()  # (after the last result, the sync below takes these with the last shards)
                 for piece in splits[result.split].in_order(result):
                     splits[result.split].add(piece)
                     skipped += len(piece.skips)
