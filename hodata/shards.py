@@ -203,6 +203,9 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
              for a, b in plan_ranges(splits[split].shard_start, len(refs), cfg.max_samples)]
     tasks.sort(key=lambda t: t[1] - t[2])
     total_frames = sum(len(v) for v in by_split.values())
+    hint = few_tasks_hint(len(tasks), cfg.workers, total_frames, cfg.max_samples)
+    if hint and not record["shards"]:  # (a resumed build keeps its options: no hint)
+        progress.log(hint)
     allowed = cfg.skips_allowed(total_frames)
     frames_done = _FrameCount(cfg.workers > 0)
     ctx = RangeContext(source, by_split, out, base_index, cfg.max_samples, cfg.max_bytes, cfg.max_side, allowed,
@@ -251,6 +254,21 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     record["totals"] = _totals(record, by_split)
     manifest.update(source.name, record)
     return record
+
+
+def few_tasks_hint(tasks: int, workers: int, frames: int, max_samples: int) -> str | None:
+    """The line a build prints when it has too few shards for its workers (None when it has enough, or smaller
+    shards would not help): each shard is one worker's task, so the build keeps at most ``tasks`` workers busy
+    and ends with most of them idle. Shard size stays the user's choice (it is one of the build's options, and
+    where shards are cut never depends on ``--workers``)."""
+    if workers < 2 or tasks >= 2 * workers:
+        return None
+    suggest = max(16, frames // (4 * workers))
+    if suggest >= max_samples:
+        return None
+    return (f"note: {tasks} shard(s) of up to {max_samples} frames for {workers} workers; each shard is one "
+            f"worker's task, so at most {min(tasks, workers)} work at once and the build ends with most idle: "
+            f"--max-samples {suggest} would give each worker about 4")
 
 
 def _fail_on_skips(record, splits, manifest, source_name, skipped, total, cfg) -> None:

@@ -21,7 +21,7 @@ from toy_source import ToySource
 
 
 def cfg(out, **kw):
-    return BuildConfig(out=out, progress=False, command=["test"], **({"max_samples": 4} | kw))
+    return BuildConfig(out=out, command=["test"], **({"max_samples": 4, "progress": False} | kw))
 
 
 def tar_members(path: Path) -> list[tuple[str, bytes]]:
@@ -150,6 +150,16 @@ def test_workers_give_identical_output(tmp_path):
     build(ToySource(tmp_path, frames=25, bad={4}), cfg(tmp_path / "a", workers=0))
     build(ToySource(tmp_path, frames=25, bad={4}), cfg(tmp_path / "b", workers=2))
     assert all_samples(tmp_path / "a") == all_samples(tmp_path / "b")
+
+
+def test_a_build_with_fewer_shards_than_workers_says_which_max_samples_would_use_them(tmp_path, capsys):
+    src = ToySource(tmp_path, frames=120, splits=("train",))
+    build(src, cfg(tmp_path / "few", workers=4, max_samples=100, progress=True))
+    err = capsys.readouterr().err
+    assert "2 shard(s) of up to 100 frames for 4 workers" in err and "--max-samples 16" in err
+    build(src, cfg(tmp_path / "many", workers=4, max_samples=16, progress=True))
+    build(src, cfg(tmp_path / "one", workers=0, max_samples=100, progress=True))  # one process: no pool to feed
+    assert "--max-samples" not in capsys.readouterr().err
 
 
 def test_max_bytes_cuts_shards(tmp_path):
