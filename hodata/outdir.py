@@ -38,8 +38,8 @@ def remove_stale_temp_shards(out: Path, source: str, part: tuple[int, int] | Non
     """Remove the half-written shards (``*.tar.tmp``) of ``source`` in this role: a single build's, or one
     part's own (another part may be writing its own right now). Returns what was removed."""
     # a shard's temporary name, or a range task's (hodata.shard_tasks.temp_name: the writer's first index, then
-    # the range's first frame and the file's number within it)
-    pattern = re.compile(rf"^{re.escape(key_part(source))}-[^-]+-(\d+)(?:\.\d+-\d+)?\.tar\.tmp$")
+    # the range's first frame and the file's number within it, or s and a slice's first frame)
+    pattern = re.compile(rf"^{re.escape(key_part(source))}-[^-]+-(\d+)(?:\.\d+-s?\d+)?\.tar\.tmp$")
     removed = []
     for p in Path(out).glob(f"{key_part(source)}-*.tar.tmp"):
         m = pattern.match(p.name)

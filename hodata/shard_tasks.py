@@ -12,21 +12,31 @@ is nil, so N workers run at N times one worker's rate (the shard-per-task design
 
 Where the shards are cut depends only on the frames (their order, which ones are skipped, their sizes),
 never on the number of workers or on where an earlier run was stopped.
+
+**Slices.** With shards as tasks, a build of few shards keeps few workers busy (EgoHands' 4,800 frames in
+1,000-frame shards are 6 tasks) and every build ends with workers idle while the last shards finish. So with
+2+ workers the builder cuts ranges into slices (:func:`plan_tasks`): every range where the build has fewer
+than 4 slices' worth of frames per worker, and always the last ``workers`` ranges into 4. A slice's worker
+encodes its frames into a temporary file of its own; the worker that finishes a range's last slice (a
+shared counter says which) replays the range's slices, in frame order, through the same writer a whole
+range goes through (:func:`_write_pieces`), so a sliced range gives the same shard files byte for byte.
 """
 
 from __future__ import annotations
 
 import hashlib
+import multiprocessing as mp
 import os
+import pickle
 import tarfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 from hodata.schema import key_part
 from hodata.errors import DataError
-from hodata.frame_encode import encode_frame
+from hodata.frame_encode import Encoded, encode_frame
 from hodata.sources import FrameRef, Source
 
 
@@ -40,9 +50,64 @@ def plan_ranges(start: int, frames: int, max_samples: int) -> list[tuple[int, in
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
 
 
-def temp_name(source: str, split: str, base_index: int, start: int, piece: int) -> str:
-    """The temporary name of a range's ``piece``-th shard file: the split's shard name pattern with this
-    writer's first shard index (so a rerun of the same writer, and no other, removes it), then the range."""
+MIN_SLICE_FRAMES = 8  # a slice's least frames: below, a task's fixed costs start to weigh
+TAIL_SLICES = 4  # slices of each of the last ``workers`` ranges: the build's end is a quarter shard uneven at most
+SLICES_PER_WORKER = 4  # a build with fewer frames than this many full ranges per worker slices every range
+
+
+def plan_tasks(ranges: list[tuple[str, int, int]], workers: int) -> tuple[list[tuple], int]:
+    """The tasks for ``ranges`` (in the order they run) and how many ranges were sliced. A whole range is
+    ``(split, start, end)``; a slice ``(split, start, end, lo, hi, slot, count)``: frames ``[lo, hi)`` of that
+    range, its ``count`` slices sharing counter ``slot``. Only with 2+ workers (one has nothing to balance)."""
+    if workers < 2:
+        return list(ranges), 0
+    frames = sum(b - a for _, a, b in ranges)
+    size = max(MIN_SLICE_FRAMES, -(-frames // (SLICES_PER_WORKER * workers)))
+    tasks: list[tuple] = []
+    slots = 0
+    for n, (split, a, b) in enumerate(ranges):
+        count = -(-(b - a) // size)
+        if n >= len(ranges) - workers:
+            count = max(count, TAIL_SLICES)
+        count = min(count, max(1, (b - a) // MIN_SLICE_FRAMES))
+        if count == 1:
+            tasks.append((split, a, b))
+            continue
+        cuts = slice_starts(a, b, count) + [b]
+        tasks.extend((split, a, b, lo, hi, slots, count) for lo, hi in zip(cuts, cuts[1:]))
+        slots += 1
+    return tasks, slots
+
+
+def slice_starts(start: int, end: int, count: int) -> list[int]:
+    """The first frame of each of the ``count`` slices of the range ``[start, end)``."""
+    return [start + (end - start) * j // count for j in range(count)]
+
+
+def slice_path(ctx: RangeContext, split: str, start: int, lo: int) -> Path:
+    """The temporary file of the slice of range ``start`` that begins at frame ``lo``."""
+    return ctx.out / temp_name(ctx.source.name, split, ctx.base_index, start, f"s{lo - start}")
+
+
+class SliceCounter:
+    """How many slices of each sliced range are finished, in memory the forked workers share."""
+
+    def __init__(self, slots: int):
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        self._done = ctx.Array("i", slots, lock=False)
+        self._lock = ctx.Lock()
+
+    def finish(self, slot: int, count: int) -> bool:
+        """Count one more finished slice of ``slot``; True for the range's last (its files are all written)."""
+        with self._lock:
+            self._done[slot] += 1
+            return self._done[slot] == count
+
+
+def temp_name(source: str, split: str, base_index: int, start: int, piece: int | str) -> str:
+    """The temporary name of a range's ``piece``-th shard file (``s<j>``: its ``j``-th slice's file): the
+    split's shard name pattern with this writer's first shard index (so a rerun of the same writer, and no
+    other, removes it), then the range."""
     return f"{key_part(source)}-{key_part(split)}-{base_index:06d}.{start:09d}-{piece}.tar.tmp"
 
 
@@ -117,6 +182,22 @@ def make_durable(path: Path) -> None:
         raise _write_error(e, path) from None
 
 
+def start_writeback(path: Path) -> None:
+    """Have the kernel start writing a finished shard to disk now, without waiting for it (POSIX_FADV_DONTNEED
+    on dirty pages starts their writeback; pages already written are dropped from the cache): the fsync at the
+    build's end then finds little left to write. Best effort; a write error surfaces at that fsync."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
 def make_all_durable(paths: list[Path]) -> None:
     """:func:`make_durable` for several files at once, one thread each: the filesystem commits their fsyncs
     together (one journal commit where one by one costs one each). Raises the first file's DataError."""
@@ -164,23 +245,77 @@ class RangeContext:
     max_bytes: int
     max_side: int | None
     skips_allowed: int
+    slices: SliceCounter | None = None  # where ranges are sliced (plan_tasks)
     on_frame: Callable[[], None] = lambda: None  # progress: called after every frame
     stop_after: list[int] | None = None  # test hook: [samples left]; raise BuildInterrupted at 0
 
 
-def write_range(ctx: RangeContext, task: tuple[str, int, int]) -> RangeResult:
-    """Encode the frames ``[start, end)`` of ``split`` and write them into temporary shard files in
-    ``ctx.out``; on an error the file being written is removed (except for the test hook's imitated kill)."""
+def write_range(ctx: RangeContext, task: tuple) -> RangeResult | None:
+    """Run one task of :func:`plan_tasks`. A whole range: encode the frames ``[start, end)`` of ``split`` and
+    write them into temporary shard files in ``ctx.out``. A slice: see :func:`write_slice`."""
+    if len(task) > 3:
+        return write_slice(ctx, task)
     split, start, end = task
     refs = ctx.by_split[split]
+    return _write_pieces(ctx, split, start, end, _encoded(ctx, refs, range(start, end)))
+
+
+def _encoded(ctx: RangeContext, refs: list[FrameRef], indices: range) -> Iterator[Encoded]:
+    for i in indices:
+        enc = encode_frame(ctx.source, i, refs[i], ctx.max_side)
+        ctx.on_frame()
+        yield enc
+
+
+def write_slice(ctx: RangeContext, task: tuple) -> RangeResult | None:
+    """Encode a slice's frames into its own temporary file (the encoded samples, pickled one after another);
+    then, if it is its range's last slice to finish, write the range from all its slices' files. Returns the
+    range's result from that last slice, None from the others."""
+    split, start, end, lo, hi, slot, count = task
+    refs = ctx.by_split[split]
+    path = slice_path(ctx, split, start, lo)
+    try:
+        with open(path, "wb") as f:
+            for enc in _encoded(ctx, refs, range(lo, hi)):
+                pickle.dump(enc, f, protocol=pickle.HIGHEST_PROTOCOL)
+    except OSError as e:
+        path.unlink(missing_ok=True)
+        raise _write_error(e, path) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if not ctx.slices.finish(slot, count):
+        return None
+    paths = [slice_path(ctx, split, start, c) for c in slice_starts(start, end, count)]
+    try:
+        return _write_pieces(ctx, split, start, end, _replayed(paths))
+    finally:
+        for p in paths:
+            p.unlink(missing_ok=True)
+
+
+def _replayed(paths: list[Path]) -> Iterator[Encoded]:
+    """The encoded samples of a range's slice files, in frame order (files this build wrote moments ago, in
+    the folder it holds the lock of)."""
+    for path in paths:
+        with open(path, "rb") as f:
+            while True:
+                try:
+                    yield pickle.load(f)
+                except EOFError:
+                    break
+
+
+def _write_pieces(ctx: RangeContext, split: str, start: int, end: int, frames: Iterable[Encoded]) -> RangeResult:
+    """Write a range's encoded frames into temporary shard files, cut at ``max_bytes``; on an error the file
+    being written is removed (except for the test hook's imitated kill)."""
     pieces: list[Piece] = []
     skips: list[dict] = []
     writer: ShardWriter | None = None
     skipped = 0
     try:
-        for i in range(start, end):
-            enc = encode_frame(ctx.source, i, refs[i], ctx.max_side)
-            ctx.on_frame()
+        for enc in frames:
+            i = enc.index
             if enc.skipped:
                 skips.append(enc.skipped)
                 skipped += 1

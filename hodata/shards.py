@@ -43,8 +43,8 @@ from hodata.manifest import Manifest, file_digest, git_commit, options_fingerpri
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
 from hodata.schema import SCHEMA, key_part
-from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, make_all_durable, plan_ranges,
-                                write_range)
+from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, SliceCounter, make_all_durable,
+                                plan_ranges, plan_tasks, start_writeback, write_range)
 from hodata.sources import FrameRef, Source
 from hodata.workers import ordered_map
 
@@ -199,16 +199,15 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     progress.advance(sum(w.shard_start for w in splits.values()), resumed=True)
     # every range of frames not covered by a kept shard; the longest first (the short ones, a split's last
     # range and a resumed build's first, then fill the last gaps: a small build ends with its workers even)
-    tasks = [(split, a, b) for split, refs in by_split.items()
-             for a, b in plan_ranges(splits[split].shard_start, len(refs), cfg.max_samples)]
-    tasks.sort(key=lambda t: t[1] - t[2])
+    ranges = [(split, a, b) for split, refs in by_split.items()
+              for a, b in plan_ranges(splits[split].shard_start, len(refs), cfg.max_samples)]
+    ranges.sort(key=lambda t: t[1] - t[2])
+    tasks, sliced = plan_tasks(ranges, cfg.workers)  # with 2+ workers, ranges cut into slices where it helps
     total_frames = sum(len(v) for v in by_split.values())
-    hint = few_tasks_hint(len(tasks), cfg.workers, total_frames, cfg.max_samples)
-    if hint and not record["shards"]:  # (a resumed build keeps its options: no hint)
-        progress.log(hint)
     allowed = cfg.skips_allowed(total_frames)
     frames_done = _FrameCount(cfg.workers > 0)
     ctx = RangeContext(source, by_split, out, base_index, cfg.max_samples, cfg.max_bytes, cfg.max_side, allowed,
+                       slices=SliceCounter(sliced) if sliced else None,
                        on_frame=frames_done.add if cfg.workers > 0 else lambda: progress.advance(1),
                        stop_after=None if stop_after is None else [stop_after])
     if stop_after is not None and cfg.workers > 0:
@@ -223,6 +222,8 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
                 progress.advance(frames_done.take())
                 if 0 < len(tasks) - done < cfg.workers:  # a worker has no task left: its core can sync
                     journal.sync()  # (after the last result, the sync below takes these with the last shards)
+                if result is None:  # a slice whose range the worker of another slice wrote
+                    continue
                 for piece in splits[result.split].in_order(result):
                     splits[result.split].add(piece)
                     skipped += len(piece.skips)
@@ -256,21 +257,6 @@ def _build_locked(source: Source, cfg: BuildConfig, out: Path, stop_after: int |
     return record
 
 
-def few_tasks_hint(tasks: int, workers: int, frames: int, max_samples: int) -> str | None:
-    """The line a build prints when it has too few shards for its workers (None when it has enough, or smaller
-    shards would not help): each shard is one worker's task, so the build keeps at most ``tasks`` workers busy
-    and ends with most of them idle. Shard size stays the user's choice (it is one of the build's options, and
-    where shards are cut never depends on ``--workers``)."""
-    if workers < 2 or tasks >= 2 * workers:
-        return None
-    suggest = max(16, frames // (4 * workers))
-    if suggest >= max_samples:
-        return None
-    return (f"note: {tasks} shard(s) of up to {max_samples} frames for {workers} workers; each shard is one "
-            f"worker's task, so at most {min(tasks, workers)} work at once and the build ends with most idle: "
-            f"--max-samples {suggest} would give each worker about 4")
-
-
 def _fail_on_skips(record, splits, manifest, source_name, skipped, total, cfg) -> None:
     """Record every skip so far (the manifest says why the build stopped), then raise TooManySkipped."""
     for w in splits.values():
@@ -298,6 +284,7 @@ class _Journal:
         self.unsynced: list[Path] = []
 
     def shard_done(self, path: Path) -> None:
+        start_writeback(path)
         self.unsynced.append(path)
         if time.monotonic() - self.last >= self.every_s:
             self.write()
@@ -396,7 +383,8 @@ def _warm_up(source: Source, by_split: dict[str, list[FrameRef]], tasks: list, m
     """Encode the first frame to build in this process before the workers are forked: what loads lazily on
     a first frame (imports, compiled kernels, meshes, models) is then loaded once for all of them."""
     if tasks:
-        split, start, _ = tasks[0]
+        task = tasks[0]
+        split, start = task[0], task[3] if len(task) > 3 else task[1]  # a slice's first frame, or the range's
         encode_frame(source, start, by_split[split][start], max_side)
 
 

@@ -152,16 +152,6 @@ def test_workers_give_identical_output(tmp_path):
     assert all_samples(tmp_path / "a") == all_samples(tmp_path / "b")
 
 
-def test_a_build_with_fewer_shards_than_workers_says_which_max_samples_would_use_them(tmp_path, capsys):
-    src = ToySource(tmp_path, frames=120, splits=("train",))
-    build(src, cfg(tmp_path / "few", workers=4, max_samples=100, progress=True))
-    err = capsys.readouterr().err
-    assert "2 shard(s) of up to 100 frames for 4 workers" in err and "--max-samples 16" in err
-    build(src, cfg(tmp_path / "many", workers=4, max_samples=16, progress=True))
-    build(src, cfg(tmp_path / "one", workers=0, max_samples=100, progress=True))  # one process: no pool to feed
-    assert "--max-samples" not in capsys.readouterr().err
-
-
 def test_max_bytes_cuts_shards(tmp_path):
     rec = build(ToySource(tmp_path, frames=10, splits=("train",)), cfg(tmp_path / "out", max_samples=100, max_bytes=3000))
     assert len(rec["shards"]) > 1
@@ -352,6 +342,84 @@ def test_an_interrupted_worker_build_leaves_no_temp_file_and_resumes_to_the_same
     again = build(ToySource(tmp_path, frames=80), cfg(out, workers=2))
     ref = build(ToySource(tmp_path, frames=80), cfg(tmp_path / "ref"))
     assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in ref["shards"]]
+
+
+@pytest.fixture
+def fine_slices(monkeypatch):
+    """Slices down to one frame, so that these tiny builds are sliced as a real one is (inherited by fork)."""
+    from hodata import shard_tasks
+
+    monkeypatch.setattr(shard_tasks, "MIN_SLICE_FRAMES", 1)
+
+
+def test_plan_tasks_slices_every_range_of_a_small_build_and_the_last_ranges_of_a_large_one():
+    from hodata.shard_tasks import plan_tasks
+
+    few = [("train", a, a + 1000) for a in range(0, 4000, 1000)] + [("test", 0, 800), ("val", 0, 400)]
+    many = [("train", a, a + 100) for a in range(0, 10_000, 100)]
+    tasks, sliced = plan_tasks(few, 8)  # 6 shards for 8 workers: every range sliced, 4+ tasks per worker
+    assert sliced == 6 and len(tasks) >= 4 * 8
+    tasks, sliced = plan_tasks(many, 2)  # 50 shards per worker: only the last two, into quarters
+    assert sliced == 2 and len(tasks) == 98 + 2 * 4 and all(len(t) == 3 for t in tasks[:98])
+    assert plan_tasks(few, 1) == (few, 0) and plan_tasks(few, 0) == (few, 0)
+    for ranges, workers in ((few, 8), (many, 2)):
+        covered: dict[tuple, list] = {}
+        for t in plan_tasks(ranges, workers)[0]:
+            covered.setdefault(t[:3], []).append(t[3:5] if len(t) > 3 else t[1:3])
+        assert list(covered) == ranges  # in the ranges' order, each range's slices one after another
+        for (_, a, b), parts in covered.items():  # and they tile it
+            assert parts[0][0] == a and parts[-1][1] == b and all(x[1] == y[0] for x, y in zip(parts, parts[1:]))
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_sliced_ranges_give_the_shards_and_records_whole_ranges_give(tmp_path, fine_slices, workers):
+    """Every range sliced (and the last ones into single frames), with skipped frames and --max-bytes cuts
+    inside ranges: the same shard files byte for byte, the same manifest entries, no temporary file left."""
+    from hodata.shard_tasks import plan_ranges, plan_tasks
+
+    kw = dict(max_samples=10, max_bytes=9000)
+    src = ToySource(tmp_path, frames=47, bad={5, 17, 18})
+    ranges = [("train", a, b) for a, b in plan_ranges(0, 24, 10)] + [("val", a, b) for a, b in plan_ranges(0, 23, 10)]
+    ranges.sort(key=lambda t: t[1] - t[2])  # longest first, as the builder runs them
+    assert all(len(t) > 3 for t in plan_tasks(ranges, workers)[0])
+    ref = build(src, cfg(tmp_path / "whole", **kw))
+    rec = build(src, cfg(tmp_path / "sliced", workers=workers, **kw))
+    assert len(ref["shards"]) > len(ranges)  # some ranges were cut by bytes
+    assert all_samples(tmp_path / "sliced") == all_samples(tmp_path / "whole")
+    assert rec["shards"] == ref["shards"] and rec["skipped"] == ref["skipped"]
+    assert not list((tmp_path / "sliced").glob("*.tmp"))
+
+
+def test_a_sliced_build_with_too_many_bad_frames_fails_as_a_whole_range_build_does(tmp_path, fine_slices):
+    from hodata.shards import TooManySkipped
+
+    src = ToySource(tmp_path, frames=60, bad=set(range(0, 60, 3)))  # 20 bad: more than the 10 allowed
+    for out, workers in ((tmp_path / "whole", 0), (tmp_path / "sliced", 2)):
+        with pytest.raises(TooManySkipped):
+            build(src, cfg(out, workers=workers, max_samples=30))
+        assert not list(out.glob("*.tmp"))
+
+
+def test_an_interrupted_sliced_build_leaves_no_temp_file_and_resumes_to_the_same_bytes(tmp_path, fine_slices):
+    import time
+
+    class Slow(ToySource):
+        def load(self, ref):
+            time.sleep(0.005)
+            return super().load(ref)
+
+    def on_shard(info):
+        if info["name"] == "toy-train-000001.tar":
+            raise KeyboardInterrupt
+
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):  # ranges of 20 frames, each in 5 slices of 4
+        build(Slow(tmp_path, frames=80), cfg(out, workers=2, max_samples=20, journal_every_s=3600),
+              on_shard=on_shard)
+    assert not list(out.glob("*.tmp"))  # slice files, and range files not yet recorded
+    again = build(ToySource(tmp_path, frames=80), cfg(out, workers=2, max_samples=20))
+    ref = build(ToySource(tmp_path, frames=80), cfg(tmp_path / "ref", max_samples=20))
+    assert again["runs"] == 2 and again["shards"] == ref["shards"]
 
 
 def test_a_rebuild_from_mid_range_gives_the_shards_an_uninterrupted_build_cut(tmp_path):
