@@ -35,6 +35,7 @@ own subprocess: the builder streams, so the peaks should be the same.
   .venv/bin/python scripts/bench_build.py --quick            # 300 frames per dataset, 3 rounds: ~3-5 min
   .venv/bin/python scripts/bench_build.py                    # 2400 HO3D + 1000 EgoHOS frames, memory
   .venv/bin/python scripts/bench_build.py --datasets ho3d --workers 0 --profile   # where the time goes
+  .venv/bin/python scripts/bench_build.py --no-speed --no-memory --slices 1000   # what slicing ranges gives
 """
 
 from __future__ import annotations
@@ -402,6 +403,37 @@ def run_dataset(name: str, root: Path, work: Path, workers: list[int], repeats: 
     return summary
 
 
+# -------------------------------------------------------------------------------------------- slices
+
+
+def slices(name: str, root: Path, work: Path, repeats: int, max_samples: int, workers: int = 2) -> None:
+    """``--workers 2`` with ranges sliced (the builder's plan) against every range one task (the builder
+    before slices: its plan replaced in this process), interleaved; at the default 1,000-frame shards these
+    builds have only a few ranges."""
+    import hodata.shards as builder
+
+    sliced_plan = builder.plan_tasks
+    whole_plan = lambda ranges, w: (list(ranges), 0)  # noqa: E731 - every range one task
+    best = {"sliced": float("inf"), "whole": float("inf")}
+    n = 0
+    print(f"\n{name}: --workers {workers}, --max-samples {max_samples}: ranges sliced vs every range one task")
+    try:
+        for r in range(repeats):
+            line = []
+            for side, plan in (("whole", whole_plan), ("sliced", sliced_plan)):
+                builder.plan_tasks = plan
+                os.sync()
+                n, wall, _ = timed(project_build, name, root, work / side, workers, max_samples)
+                shutil.rmtree(work / side)
+                best[side] = min(best[side], wall)
+                line.append(f"{side} {n / wall:.1f}/s")
+            print(f"  round {r + 1}: " + ", ".join(line), flush=True)
+    finally:
+        builder.plan_tasks = sliced_plan
+    print(f"  sliced {n / best['sliced']:.1f}/s against whole ranges {n / best['whole']:.1f}/s: "
+          f"{best['whole'] / best['sliced']:.2f}x (best of {repeats})")
+
+
 # -------------------------------------------------------------------------------------------- profile
 
 
@@ -568,6 +600,8 @@ def main() -> None:
     ap.add_argument("--max-samples", type=int, default=100, help="frames per shard: each shard is one worker's "
                     "task, and 100 gives these small builds the 10+ shards a real build's steady state has")
     ap.add_argument("--quick", action="store_true", help="300 frames per dataset, no memory runs")
+    ap.add_argument("--slices", type=int, default=0, metavar="MAX_SAMPLES", help="also time --workers 2 with "
+                    "ranges sliced against every range one task, at this --max-samples (1000: the default)")
     ap.add_argument("--profile", action="store_true", help="also print a cProfile of each --workers value's "
                     "main process")
     ap.add_argument("--mem-frames", type=int, default=250, help="frames of the 1x peak-RSS build (4x: four times)")
@@ -591,6 +625,8 @@ def main() -> None:
             if not args.no_speed:
                 baseline = baseline or BaselineProcess()
                 run_dataset(name, root, work, workers, args.repeats, args.max_samples, size, baseline)
+            if args.slices:
+                slices(name, root, work, args.repeats, args.slices)
             if args.profile:
                 for w in workers:
                     profile(name, root, work, args.max_samples, w)
