@@ -103,7 +103,7 @@ def main() -> None:
 @click.option("--root", required=True, type=click.Path(path_type=Path), help="The dataset's root folder, as shipped.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder for shards + manifest.json.")
 @click.option("--max-samples", default=1000, show_default=True,
-              help="Frames per shard (one worker's task; fewer samples where frames are skipped).")
+              help="Frames per shard (fewer samples where frames are skipped).")
 @click.option("--max-bytes", default="512MB", show_default=True, help="Bytes per shard at most (e.g. 256MB, 1GB).")
 @click.option("--max-side", type=int, default=None, help="Resize so the longer side is at most this (masks: nearest).")
 @click.option("--workers", default=0, show_default=True, help="Worker processes for decoding and mask derivation.")

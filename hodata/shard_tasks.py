@@ -1,14 +1,14 @@
 """One task of a build: encode a range of one split's frames and write them as shard files.
 
-A build cuts every split into ranges of ``max_samples`` frames, aligned to the split's first frame
-(frames ``0..M-1``, ``M..2M-1``, ...; a resumed build starts mid-range where its last kept shard ended, and
-that range ends where it would have). Each range is one task. The process that takes it (a worker, or the
-builder itself with ``--workers 0``) loads and encodes the range's frames and writes their tar blocks into
-a temporary shard file; where the next sample would take the file past ``max_bytes`` it closes the file and
-goes on in a new one. It hashes each file as it writes it and returns what the manifest records of it. The
-builder then renames each finished file into place, in frame order, journals it, and fsyncs it once a core is
-free (:func:`make_all_durable`): no sample's bytes pass between processes, and the builder's cost per frame
-is nil, so N workers run at N times one worker's rate (the shard-per-task design of img2dataset).
+A build cuts every split into ranges of ``max_samples`` frames, aligned to the split's first frame (frames
+``0..M-1``, ``M..2M-1``, ...; a resumed build starts mid-range where its last kept shard ended, and that range
+ends where it would have). Each range is one task (or several slices: below). The process that takes it (a
+worker, or the builder itself with ``--workers 0``) loads and encodes the range's frames and writes their tar
+blocks into a temporary shard file; where the next sample would take the file past ``max_bytes`` it closes the
+file and goes on in a new one. It hashes each file as it writes it and returns what the manifest records of
+it. The builder then renames each finished file into place, in frame order, journals it, and fsyncs it once a
+core is free (:func:`make_all_durable`): no sample's bytes pass between processes, and the builder's cost per
+frame is nil, so N workers run at N times one worker's rate (the shard-per-task design of img2dataset).
 
 Where the shards are cut depends only on the frames (their order, which ones are skipped, their sizes),
 never on the number of workers or on where an earlier run was stopped.
@@ -24,6 +24,7 @@ range goes through (:func:`_write_pieces`), so a sliced range gives the same sha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import multiprocessing as mp
 import os
@@ -273,16 +274,13 @@ def write_slice(ctx: RangeContext, task: tuple) -> RangeResult | None:
     range's result from that last slice, None from the others."""
     split, start, end, lo, hi, slot, count = task
     refs = ctx.by_split[split]
-    path = slice_path(ctx, split, start, lo)
+    out = _SliceFile(slice_path(ctx, split, start, lo))
     try:
-        with open(path, "wb") as f:
-            for enc in _encoded(ctx, refs, range(lo, hi)):
-                pickle.dump(enc, f, protocol=pickle.HIGHEST_PROTOCOL)
-    except OSError as e:
-        path.unlink(missing_ok=True)
-        raise _write_error(e, path) from None
+        for enc in _encoded(ctx, refs, range(lo, hi)):
+            out.add(enc)
+        out.close()
     except BaseException:
-        path.unlink(missing_ok=True)
+        out.abort()
         raise
     if not ctx.slices.finish(slot, count):
         return None
@@ -292,6 +290,35 @@ def write_slice(ctx: RangeContext, task: tuple) -> RangeResult | None:
     finally:
         for p in paths:
             p.unlink(missing_ok=True)
+
+
+class _SliceFile:
+    """A slice's temporary file: its encoded frames pickled one after another. A write error (a full disk) is
+    a DataError naming the file."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        try:
+            self._file = open(path, "wb")
+        except OSError as e:
+            raise _write_error(e, path) from None
+
+    def add(self, enc: Encoded) -> None:
+        try:
+            pickle.dump(enc, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+        except OSError as e:
+            raise _write_error(e, self.path) from None
+
+    def close(self) -> None:
+        try:
+            self._file.close()
+        except OSError as e:
+            raise _write_error(e, self.path) from None
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self._file.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _replayed(paths: list[Path]) -> Iterator[Encoded]:

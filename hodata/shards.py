@@ -2,7 +2,8 @@
 
 Shards are ``<out>/<source>-<split>-NNNNNN.tar``: every ``max_samples`` frames of a split (fewer samples
 where frames were skipped), cut earlier where a shard would pass ``max_bytes``. Each range of frames is one
-task (:mod:`hodata.shard_tasks`), run by a worker process (``workers``, :mod:`hodata.workers`) or by the
+task (:mod:`hodata.shard_tasks`; with 2+ workers, ranges are also cut into slices, so that every worker has
+work however few shards there are), run by a worker process (``workers``, :mod:`hodata.workers`) or by the
 builder itself: it encodes the frames and writes and hashes the shard file under a temporary name. The
 builder renames finished files into place in frame order, so the output is deterministic whatever the number
 of workers, and records each file's sha256 and the frames it covers in the build's record, which is

@@ -437,7 +437,8 @@ def test_a_rebuild_from_mid_range_gives_the_shards_an_uninterrupted_build_cut(tm
     assert [(s["sha256"], s["frames"]) for s in rec["shards"]] == [(s["sha256"], s["frames"]) for s in ref["shards"]]
 
 
-def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_temp_file(tmp_path, monkeypatch):
+@pytest.mark.parametrize("workers", [0, 2])  # 2: ranges sliced, the slices' files fail first
+def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_temp_file(tmp_path, monkeypatch, fine_slices, workers):
     import errno
 
     from hodata import shard_tasks
@@ -457,7 +458,7 @@ def test_a_full_disk_is_one_line_naming_the_shard_and_leaves_no_temp_file(tmp_pa
     monkeypatch.setattr(shard_tasks, "open", lambda path, mode: FullDisk(real_open(path, mode)), raising=False)
     out = tmp_path / "out"
     with pytest.raises(DataError, match="No space left on device") as info:
-        build(ToySource(tmp_path, frames=8), cfg(out))
+        build(ToySource(tmp_path, frames=8), cfg(out, workers=workers))
     assert info.value.path.endswith(".tar.tmp") and str(out) in info.value.path
     assert not list(out.glob("*.tmp")) and not list(out.glob("*.tar"))
 
