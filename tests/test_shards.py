@@ -320,22 +320,31 @@ def test_workers_write_the_shards_and_the_builder_encodes_only_its_warm_up_frame
     assert rec["skipped"] == ref["skipped"]
 
 
-def test_an_interrupted_worker_build_leaves_no_temp_file_and_resumes_to_the_same_bytes(tmp_path):
-    import time
+class SlowToy(ToySource):
+    """5 ms a frame: a build is still running when a test interrupts it."""
 
-    out = tmp_path / "out"
+    def load(self, ref):
+        import time
 
-    class Slow(ToySource):
-        def load(self, ref):
-            time.sleep(0.005)
-            return super().load(ref)
+        time.sleep(0.005)
+        return super().load(ref)
+
+
+def interrupt_at(shard_name: str):
+    """An ``on_shard`` hook that interrupts the build (as Ctrl-C does) when that shard is recorded."""
 
     def on_shard(info):
-        if info["name"] == "toy-train-000002.tar":
+        if info["name"] == shard_name:
             raise KeyboardInterrupt
 
+    return on_shard
+
+
+def test_an_interrupted_worker_build_leaves_no_temp_file_and_resumes_to_the_same_bytes(tmp_path):
+    out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
-        build(Slow(tmp_path, frames=80), cfg(out, workers=2, journal_every_s=3600), on_shard=on_shard)
+        build(SlowToy(tmp_path, frames=80), cfg(out, workers=2, journal_every_s=3600),
+              on_shard=interrupt_at("toy-train-000002.tar"))
     assert not list(out.glob("*.tmp"))  # the workers' unfinished (and finished, not yet recorded) files
     rec = json.loads((out / "manifest.json").read_text())["builds"]["toy"]
     assert [s["name"] for s in rec["shards"]] == [f"toy-train-00000{i}.tar" for i in range(3)]
@@ -401,21 +410,10 @@ def test_a_sliced_build_with_too_many_bad_frames_fails_as_a_whole_range_build_do
 
 
 def test_an_interrupted_sliced_build_leaves_no_temp_file_and_resumes_to_the_same_bytes(tmp_path, fine_slices):
-    import time
-
-    class Slow(ToySource):
-        def load(self, ref):
-            time.sleep(0.005)
-            return super().load(ref)
-
-    def on_shard(info):
-        if info["name"] == "toy-train-000001.tar":
-            raise KeyboardInterrupt
-
     out = tmp_path / "out"
-    with pytest.raises(KeyboardInterrupt):  # ranges of 20 frames, each in 5 slices of 4
-        build(Slow(tmp_path, frames=80), cfg(out, workers=2, max_samples=20, journal_every_s=3600),
-              on_shard=on_shard)
+    with pytest.raises(KeyboardInterrupt):  # ranges of 20 frames, in slices of 10 (the last two ranges: of 5)
+        build(SlowToy(tmp_path, frames=80), cfg(out, workers=2, max_samples=20, journal_every_s=3600),
+              on_shard=interrupt_at("toy-train-000001.tar"))
     assert not list(out.glob("*.tmp"))  # slice files, and range files not yet recorded
     again = build(ToySource(tmp_path, frames=80), cfg(out, workers=2, max_samples=20))
     ref = build(ToySource(tmp_path, frames=80), cfg(tmp_path / "ref", max_samples=20))
