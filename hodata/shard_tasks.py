@@ -56,15 +56,28 @@ TAIL_SLICES = 4  # slices of each of the last ``workers`` ranges: the build's en
 SLICES_PER_WORKER = 4  # a build with fewer frames than this many full ranges per worker slices every range
 
 
-def plan_tasks(ranges: list[tuple[str, int, int]], workers: int) -> tuple[list[tuple], int]:
-    """The tasks for ``ranges`` (in the order they run) and how many ranges were sliced. A whole range is
-    ``(split, start, end)``; a slice ``(split, start, end, lo, hi, slot, count)``: frames ``[lo, hi)`` of that
-    range, its ``count`` slices sharing counter ``slot``. Only with 2+ workers (one has nothing to balance)."""
+@dataclass(frozen=True)
+class Task:
+    """Frames ``[lo, hi)`` of the range ``[start, end)`` of ``split``: the whole range (``count`` 1), or one of
+    its ``count`` slices, which share the counter ``slot``."""
+
+    split: str
+    start: int
+    end: int
+    lo: int
+    hi: int
+    slot: int = -1
+    count: int = 1
+
+
+def plan_tasks(ranges: list[tuple[str, int, int]], workers: int) -> tuple[list[Task], int]:
+    """The tasks for ``ranges`` (in the order they run; each range's slices one after another) and how many
+    ranges were sliced. Only with 2+ workers (one has nothing to balance)."""
     if workers < 2:
-        return list(ranges), 0
+        return [Task(split, a, b, a, b) for split, a, b in ranges], 0
     frames = sum(b - a for _, a, b in ranges)
     size = max(MIN_SLICE_FRAMES, -(-frames // (SLICES_PER_WORKER * workers)))
-    tasks: list[tuple] = []
+    tasks: list[Task] = []
     slots = 0
     for n, (split, a, b) in enumerate(ranges):
         count = -(-(b - a) // size)
@@ -72,10 +85,10 @@ def plan_tasks(ranges: list[tuple[str, int, int]], workers: int) -> tuple[list[t
             count = max(count, TAIL_SLICES)
         count = min(count, max(1, (b - a) // MIN_SLICE_FRAMES))
         if count == 1:
-            tasks.append((split, a, b))
+            tasks.append(Task(split, a, b, a, b))
             continue
         cuts = slice_starts(a, b, count) + [b]
-        tasks.extend((split, a, b, lo, hi, slots, count) for lo, hi in zip(cuts, cuts[1:]))
+        tasks.extend(Task(split, a, b, lo, hi, slots, count) for lo, hi in zip(cuts, cuts[1:]))
         slots += 1
     return tasks, slots
 
@@ -251,14 +264,13 @@ class RangeContext:
     stop_after: list[int] | None = None  # test hook: [samples left]; raise BuildInterrupted at 0
 
 
-def write_range(ctx: RangeContext, task: tuple) -> RangeResult | None:
-    """Run one task of :func:`plan_tasks`. A whole range: encode the frames ``[start, end)`` of ``split`` and
-    write them into temporary shard files in ``ctx.out``. A slice: see :func:`write_slice`."""
-    if len(task) > 3:
+def write_range(ctx: RangeContext, task: Task) -> RangeResult | None:
+    """Run one task of :func:`plan_tasks`. A whole range: encode its frames and write them into temporary
+    shard files in ``ctx.out``. A slice: see :func:`write_slice`."""
+    if task.count > 1:
         return write_slice(ctx, task)
-    split, start, end = task
-    refs = ctx.by_split[split]
-    return _write_pieces(ctx, split, start, end, _encoded(ctx, refs, range(start, end)))
+    refs = ctx.by_split[task.split]
+    return _write_pieces(ctx, task.split, task.start, task.end, _encoded(ctx, refs, range(task.start, task.end)))
 
 
 def _encoded(ctx: RangeContext, refs: list[FrameRef], indices: range) -> Iterator[Encoded]:
@@ -268,23 +280,22 @@ def _encoded(ctx: RangeContext, refs: list[FrameRef], indices: range) -> Iterato
         yield enc
 
 
-def write_slice(ctx: RangeContext, task: tuple) -> RangeResult | None:
+def write_slice(ctx: RangeContext, task: Task) -> RangeResult | None:
     """Encode a slice's frames into its own temporary file (the encoded samples, pickled one after another);
     then, if it is its range's last slice to finish, write the range from all its slices' files. Returns the
     range's result from that last slice, None from the others."""
-    split, start, end, lo, hi, slot, count = task
-    refs = ctx.by_split[split]
-    out = _SliceFile(slice_path(ctx, split, start, lo))
+    split, start, end = task.split, task.start, task.end
+    out = _SliceFile(slice_path(ctx, split, start, task.lo))
     try:
-        for enc in _encoded(ctx, refs, range(lo, hi)):
+        for enc in _encoded(ctx, ctx.by_split[split], range(task.lo, task.hi)):
             out.add(enc)
         out.close()
     except BaseException:
         out.abort()
         raise
-    if not ctx.slices.finish(slot, count):
+    if not ctx.slices.finish(task.slot, task.count):
         return None
-    paths = [slice_path(ctx, split, start, c) for c in slice_starts(start, end, count)]
+    paths = [slice_path(ctx, split, start, lo) for lo in slice_starts(start, end, task.count)]
     try:
         return _write_pieces(ctx, split, start, end, _replayed(paths))
     finally:

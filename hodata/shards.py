@@ -44,8 +44,8 @@ from hodata.manifest import Manifest, file_digest, git_commit, options_fingerpri
 from hodata.outdir import clear_other_layouts, prepare_out, remove_record, remove_stale_temp_shards
 from hodata.parts import first_shard_index, parse_part, part_manifest_name, part_tag, select
 from hodata.schema import SCHEMA, key_part
-from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, SliceCounter, make_all_durable,
-                                plan_ranges, plan_tasks, start_writeback, write_range)
+from hodata.shard_tasks import (BuildInterrupted, Piece, RangeContext, RangeResult, SliceCounter, Task,
+                                make_all_durable, plan_ranges, plan_tasks, start_writeback, write_range)
 from hodata.sources import FrameRef, Source
 from hodata.workers import ordered_map
 
@@ -380,13 +380,11 @@ class _FrameCount:
         return new
 
 
-def _warm_up(source: Source, by_split: dict[str, list[FrameRef]], tasks: list, max_side: int | None) -> None:
+def _warm_up(source: Source, by_split: dict[str, list[FrameRef]], tasks: list[Task], max_side: int | None) -> None:
     """Encode the first frame to build in this process before the workers are forked: what loads lazily on
     a first frame (imports, compiled kernels, meshes, models) is then loaded once for all of them."""
     if tasks:
-        task = tasks[0]
-        split, start = task[0], task[3] if len(task) > 3 else task[1]  # a slice's first frame, or the range's
-        encode_frame(source, start, by_split[split][start], max_side)
+        encode_frame(source, tasks[0].lo, by_split[tasks[0].split][tasks[0].lo], max_side)
 
 
 def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:

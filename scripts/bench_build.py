@@ -413,7 +413,7 @@ def slices(name: str, root: Path, work: Path, repeats: int, max_samples: int, wo
     import hodata.shards as builder
 
     sliced_plan = builder.plan_tasks
-    whole_plan = lambda ranges, w: (list(ranges), 0)  # noqa: E731 - every range one task
+    whole_plan = lambda ranges, w: sliced_plan(ranges, 1)  # noqa: E731 - every range one task, as for 1 worker
     best = {"sliced": float("inf"), "whole": float("inf")}
     n = 0
     print(f"\n{name}: --workers {workers}, --max-samples {max_samples}: ranges sliced vs every range one task")

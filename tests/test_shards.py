@@ -369,12 +369,15 @@ def test_plan_tasks_slices_every_range_of_a_small_build_and_the_last_ranges_of_a
     tasks, sliced = plan_tasks(few, 8)  # 6 shards for 8 workers: every range sliced, 4+ tasks per worker
     assert sliced == 6 and len(tasks) >= 4 * 8
     tasks, sliced = plan_tasks(many, 2)  # 50 shards per worker: only the last two, into quarters
-    assert sliced == 2 and len(tasks) == 98 + 2 * 4 and all(len(t) == 3 for t in tasks[:98])
-    assert plan_tasks(few, 1) == (few, 0) and plan_tasks(few, 0) == (few, 0)
+    assert sliced == 2 and len(tasks) == 98 + 2 * 4 and all(t.count == 1 for t in tasks[:98])
+    for workers in (0, 1):  # one process: nothing to balance
+        tasks, sliced = plan_tasks(few, workers)
+        assert sliced == 0 and [(t.split, t.start, t.end, t.lo, t.hi, t.count) for t in tasks] == [
+            (split, a, b, a, b, 1) for split, a, b in few]
     for ranges, workers in ((few, 8), (many, 2)):
         covered: dict[tuple, list] = {}
         for t in plan_tasks(ranges, workers)[0]:
-            covered.setdefault(t[:3], []).append(t[3:5] if len(t) > 3 else t[1:3])
+            covered.setdefault((t.split, t.start, t.end), []).append((t.lo, t.hi))
         assert list(covered) == ranges  # in the ranges' order, each range's slices one after another
         for (_, a, b), parts in covered.items():  # and they tile it
             assert parts[0][0] == a and parts[-1][1] == b and all(x[1] == y[0] for x, y in zip(parts, parts[1:]))
@@ -390,7 +393,7 @@ def test_sliced_ranges_give_the_shards_and_records_whole_ranges_give(tmp_path, f
     src = ToySource(tmp_path, frames=47, bad={5, 17, 18})
     ranges = [("train", a, b) for a, b in plan_ranges(0, 24, 10)] + [("val", a, b) for a, b in plan_ranges(0, 23, 10)]
     ranges.sort(key=lambda t: t[1] - t[2])  # longest first, as the builder runs them
-    assert all(len(t) > 3 for t in plan_tasks(ranges, workers)[0])
+    assert all(t.count > 1 for t in plan_tasks(ranges, workers)[0])
     ref = build(src, cfg(tmp_path / "whole", **kw))
     rec = build(src, cfg(tmp_path / "sliced", workers=workers, **kw))
     assert len(ref["shards"]) > len(ranges)  # some ranges were cut by bytes
