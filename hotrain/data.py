@@ -334,10 +334,28 @@ def _worker() -> tuple[int, int]:
 
 def quiet_worker(worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: Ctrl-C reaches the whole process group; a worker ignores it and ends when
-    the main process shuts the loader down (otherwise every worker prints a KeyboardInterrupt traceback)."""
+    the main process shuts the loader down (otherwise every worker prints a KeyboardInterrupt traceback), and
+    says nothing when the main process, interrupted, drops a batch's handover (:func:`quiet_lost_handover`)."""
     import signal
+    import sys
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = quiet_lost_handover(sys.excepthook)
+
+
+def quiet_lost_handover(hook):
+    """``sys.excepthook`` for a loader worker: a worker hands each batch's tensors to the main process as file
+    descriptors, served by a thread of its own (multiprocessing's resource sharer) that reports a peer lost in
+    mid-handshake with a traceback. A Ctrl-C that lands in the main process during a handover is such a loss,
+    and nothing to report; everything else goes to ``hook``."""
+    import threading
+
+    def excepthook(kind, value, tb):
+        if issubclass(kind, (EOFError, ConnectionError)) and threading.current_thread() is not threading.main_thread():
+            return
+        hook(kind, value, tb)
+
+    return excepthook
 
 
 def _seed_worker(seed: int, rank: int, epoch: int):

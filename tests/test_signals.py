@@ -103,3 +103,27 @@ def test_ctrl_c_during_fit_is_one_line_without_worker_tracebacks(tmp_path, egoho
     assert p.returncode == 130, stderr
     assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr, stderr
     assert stderr.strip().splitlines()[-1] == "interrupted: rerun with --resume to continue from the last checkpoint"
+
+
+def test_a_loader_worker_is_silent_about_a_handover_its_interrupted_main_process_dropped():
+    """The thread that hands a batch's file descriptors to the main process reports a peer gone mid-handshake
+    through sys.excepthook: in a loader worker that is silent; other errors, and any on the main thread, are
+    reported as before."""
+    import threading
+
+    from hotrain.data import quiet_lost_handover
+
+    reported = []
+    hook = quiet_lost_handover(lambda kind, value, tb: reported.append(kind))
+
+    def in_thread(kind):
+        t = threading.Thread(target=hook, args=(kind, kind(), None))
+        t.start()
+        t.join()
+
+    in_thread(EOFError)
+    in_thread(ConnectionResetError)
+    assert reported == []
+    in_thread(ValueError)
+    hook(EOFError, EOFError(), None)
+    assert reported == [ValueError, EOFError]
