@@ -384,7 +384,8 @@ def _warm_up(source: Source, by_split: dict[str, list[FrameRef]], tasks: list[Ta
     """Encode the first frame to build in this process before the workers are forked: what loads lazily on
     a first frame (imports, compiled kernels, meshes, models) is then loaded once for all of them."""
     if tasks:
-        encode_frame(source, tasks[0].lo, by_split[tasks[0].split][tasks[0].lo], max_side)
+        first = tasks[0]
+        encode_frame(source, first.lo, by_split[first.split][first.lo], max_side)
 
 
 def _verified_prefix(out: Path, previous: dict | None) -> tuple[dict[str, list], dict[str, list]]:
